@@ -4,7 +4,14 @@ Importing this package registers every built-in family as ``lpca/<Name>-v0`` in
 PettingZoo's parallel registry. It never imports torch, transformers or mlx.
 """
 
-from lpca_envs.agents import SCRIPTED_KINDS, EpisodeResult, ScriptedAgent, play_episode
+from lpca_envs.agents import (
+    SCRIPTED_KINDS,
+    EpisodeResult,
+    ScriptedAgent,
+    ScriptedSummary,
+    evaluate_scripted,
+    play_episode,
+)
 from lpca_envs.custom import CustomTask, custom_env
 from lpca_envs.env import Delivery, SplitInfoEnv, Violation
 from lpca_envs.errors import (
@@ -48,6 +55,7 @@ __all__ = [
     "MessageError",
     "MessageSpace",
     "ScriptedAgent",
+    "ScriptedSummary",
     "SplitInfoEnv",
     "Task",
     "TaskError",
@@ -58,6 +66,7 @@ __all__ = [
     "Verdict",
     "Violation",
     "custom_env",
+    "evaluate_scripted",
     "get_family",
     "list_envs",
     "make",

@@ -28,9 +28,13 @@ SCRIPTED_KINDS: tuple[str, ...] = ("silent", "oracle", "skyline")
 class ScriptedAgent:
     """One scripted agent. Call `reset` with the episode's task, then `act` each step."""
 
-    def __init__(self, name: str, kind: ScriptedKind, family: Any, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, name: str, kind: ScriptedKind, family: Any, rng: random.Random | None = None
+    ) -> None:
         if kind not in SCRIPTED_KINDS:
-            raise TaskError(f"scripted agent kind must be one of {list(SCRIPTED_KINDS)}, got {kind!r}")
+            raise TaskError(
+                f"scripted agent kind must be one of {list(SCRIPTED_KINDS)}, got {kind!r}"
+            )
         self.name, self.kind, self.family = name, kind, family
         self.rng = rng if rng is not None else random.Random(0)
         self.task: Task | None = None
@@ -39,6 +43,8 @@ class ScriptedAgent:
     def reset(self, task: Task) -> None:
         self.task = task
         self.received = []
+        self._lines = {u.round: u for u in task.oracle if u.sender == self.name}
+        self._answers = self.name in task.answerers
 
     def act(self, obs: dict[str, Any]) -> dict[str, Any] | None:
         task = self.task
@@ -49,15 +55,16 @@ class ScriptedAgent:
         r = obs["round"] + 1  # the round this action will be taken in
         action: dict[str, Any] = {}
         if self.kind == "oracle":
-            lines = [u for u in task.oracle if u.round == r and u.sender == self.name]
-            if lines:
-                u = lines[0]
+            u = self._lines.get(r)
+            if u is not None:
                 action["message"] = Message.text(self.name, u.recipients, u.text)
-        if self.name in task.answerers:
+        if self._answers:
             if self.kind == "skyline":
                 action["answer"] = self.family.skyline_answer(task)
             elif self.kind == "silent" or r > task.oracle_rounds:
-                action["answer"] = self.family.solve(task, self.name, self.received, self.rng) or None
+                action["answer"] = (
+                    self.family.solve(task, self.name, self.received, self.rng) or None
+                )
         return action or None
 
 
@@ -98,3 +105,33 @@ def play_episode(
         env.round,
         tuple(env.violations),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedSummary:
+    """Aggregate of `evaluate_scripted`: one (env, level, kind) cell."""
+
+    kind: str
+    episodes: int
+    success_rate: float
+    mean_bits: float
+    mean_info_bits: float
+    violations: int
+
+
+def evaluate_scripted(
+    env: SplitInfoEnv, kind: ScriptedKind, episodes: int, seed: int = 0
+) -> ScriptedSummary:
+    """Play `episodes` scripted episodes with seeds ``seed .. seed+episodes-1``."""
+    if not isinstance(episodes, int) or episodes < 1:
+        raise TaskError(f"episodes must be an int >= 1, got {episodes!r}")
+    rng = random.Random(seed)
+    wins = bits = viol = 0
+    info = 0.0
+    for s in range(seed, seed + episodes):
+        r = play_episode(env, kind, seed=s, rng=rng)
+        wins += r.success
+        bits += r.bits
+        info += r.info_bits
+        viol += len(r.violations)
+    return ScriptedSummary(kind, episodes, wins / episodes, bits / episodes, info / episodes, viol)

@@ -71,7 +71,9 @@ class CustomTask(TaskFamily):
         if not callable(info_bits) and not (
             isinstance(info_bits, int | float) and math.isfinite(info_bits) and info_bits >= 0
         ):
-            raise TaskError(f"info_bits must be a finite number >= 0 or a callable, got {info_bits!r}")
+            raise TaskError(
+                f"info_bits must be a finite number >= 0 or a callable, got {info_bits!r}"
+            )
         self.name = name
         self.levels = (0,)
         self.views_fn, self.check_fn, self._info_bits = views_fn, check_fn, info_bits
@@ -81,13 +83,22 @@ class CustomTask(TaskFamily):
         probe_views, _ = self._draw(random.Random(0))
         self.agents = tuple(probe_views)
         if self._answerers and not set(self._answerers) <= set(self.agents):
-            raise TaskError(f"answerers {list(self._answerers)} must be among the agents {list(self.agents)}")
+            raise TaskError(
+                f"answerers {list(self._answerers)} must be among the agents {list(self.agents)}"
+            )
 
     def _draw(self, rng: random.Random) -> tuple[Mapping[str, str], Any]:
         out = self.views_fn(rng)
-        views, secret = (out, out) if isinstance(out, Mapping) else out
-        if not isinstance(views, Mapping) or len(views) < 2 or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in views.items()
+        if isinstance(out, Mapping):
+            views, secret = out, out
+        elif isinstance(out, tuple) and len(out) == 2:
+            views, secret = out
+        else:
+            views, secret = None, None
+        if (
+            not isinstance(views, Mapping)
+            or len(views) < 2
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in views.items())
         ):
             raise TaskError(
                 "views_fn must return {agent: text} for at least two agents, or (views, secret); "
@@ -111,13 +122,22 @@ class CustomTask(TaskFamily):
             oracle = (Utterance(1, sender, answerers, self.oracle_fn(secret)),)
         reference = self.reference_fn(secret) if self.reference_fn else ""
         return Task(
-            self.name, 0, views, answerers, float(info), _CustomVerifier(self.check_fn, secret),
-            oracle, reference, state=secret,
+            self.name,
+            0,
+            views,
+            answerers,
+            float(info),
+            _CustomVerifier(self.check_fn, secret),
+            oracle,
+            reference,
+            state=secret,
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
         if self.solve_fn is None:
-            raise TaskError(f"custom task {self.name!r} has no solve_fn, so scripted agents cannot answer it")
+            raise TaskError(
+                f"custom task {self.name!r} has no solve_fn, so scripted agents cannot answer it"
+            )
         return self.solve_fn(task.views[agent], received, rng)
 
 

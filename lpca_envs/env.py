@@ -71,7 +71,11 @@ class Delivery:
 class SplitInfoEnv(ParallelEnv):
     """Split-information episodes of one task family at one level, under one `Budget`."""
 
-    metadata = {"name": "lpca_split_info_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    metadata = {
+        "name": "lpca_split_info_v0",
+        "render_modes": ["ansi", "human"],
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
@@ -108,7 +112,9 @@ class SplitInfoEnv(ParallelEnv):
                     "view": text_space(max_view_chars),
                     "inbox": spaces.Sequence(
                         MessageSpace(
-                            [b for b in self.possible_agents if b != a], [a], budget.max_bits_per_message
+                            [b for b in self.possible_agents if b != a],
+                            [a],
+                            budget.max_bits_per_message,
                         )
                     ),
                     "round": spaces.Discrete(n_steps + 1),
@@ -183,21 +189,33 @@ class SplitInfoEnv(ParallelEnv):
         self.round = r = self.round + 1
         budget = self.budget
         cap, ep_cap = budget.max_bits_per_message, budget.max_bits_per_episode
-        inbox: dict[str, list[Message]] = {a: [] for a in self.agents}
-        step_violations: dict[str, list[Violation]] = {a: [] for a in self.agents}
+        inbox: dict[str, list[Message]] = {}
+        step_violations: dict[str, list[Violation]] = {}
 
         def violate(agent: str, kind: str, detail: str) -> None:
             v = Violation(agent, r, kind, detail)
-            step_violations[agent].append(v)
+            step_violations.setdefault(agent, []).append(v)
             self.violations.append(v)
 
-        for agent, msg, _ in parsed:
+        task = self.task
+        answers = []
+        for agent, msg, answer in parsed:
+            if answer is not None:
+                answers.append((agent, answer))
             if msg is None:
                 continue
             if r > budget.max_rounds:
-                violate(agent, "rounds_exhausted", f"messages allowed in rounds 1..{budget.max_rounds}; this is step {r}")
+                violate(
+                    agent,
+                    "rounds_exhausted",
+                    f"messages allowed in rounds 1..{budget.max_rounds}; this is step {r}",
+                )
             elif cap is not None and msg.bits > cap:
-                violate(agent, "message_over_budget", f"message of {msg.bits} bits exceeds the {cap}-bit cap")
+                violate(
+                    agent,
+                    "message_over_budget",
+                    f"message of {msg.bits} bits exceeds the {cap}-bit cap",
+                )
             elif ep_cap is not None and self._bits + msg.bits > ep_cap:
                 violate(
                     agent,
@@ -208,20 +226,19 @@ class SplitInfoEnv(ParallelEnv):
                 self._bits += msg.bits
                 self._sent[agent] += msg.bits
                 for rec in msg.recipients:
-                    inbox[rec].append(msg)
+                    inbox.setdefault(rec, []).append(msg)
                     self._recv[rec] += msg.bits
                 self.transcript.append(Delivery(r, msg))
 
-        task = self.task
-        for agent, _, answer in parsed:
-            if answer is None:
-                continue
+        for agent, answer in answers:
             if agent not in task.answerers:
                 violate(agent, "not_an_answerer", f"only {list(task.answerers)} answer this task")
             elif agent in self._answers:
                 violate(agent, "already_answered", "an answer was already submitted")
             elif len(answer) > self.max_answer_chars:
-                violate(agent, "answer_too_long", f"{len(answer)} > {self.max_answer_chars} characters")
+                violate(
+                    agent, "answer_too_long", f"{len(answer)} > {self.max_answer_chars} characters"
+                )
                 self._answers[agent] = Verdict(False, 0.0, "answer too long")
             else:
                 self._answers[agent] = task.check(answer)
@@ -234,11 +251,11 @@ class SplitInfoEnv(ParallelEnv):
             reward = self.verdict.score
         agents = self.agents
         views = task.views
-        obs = {a: {"view": views[a], "inbox": tuple(inbox[a]), "round": r} for a in agents}
+        obs = {a: {"view": views[a], "inbox": tuple(inbox.get(a, ())), "round": r} for a in agents}
         rewards = dict.fromkeys(agents, reward)
         terms = dict.fromkeys(agents, terminal)
         truncs = dict.fromkeys(agents, truncated)
-        infos = {a: self._info(a, tuple(step_violations[a])) for a in agents}
+        infos = {a: self._info(a, tuple(step_violations.get(a, ()))) for a in agents}
         if terminal or truncated:
             self.agents = []
         if self.render_mode == "human":
@@ -248,7 +265,9 @@ class SplitInfoEnv(ParallelEnv):
     # -- helpers ----------------------------------------------------------------------
     def _parse(self, agent: Any, act: Any) -> tuple[str, Message | None, str | None]:
         if agent not in self._agent_set:
-            raise UnknownAgentError(f"unknown agent {agent!r}; this env's agents are {self.possible_agents}")
+            raise UnknownAgentError(
+                f"unknown agent {agent!r}; this env's agents are {self.possible_agents}"
+            )
         if agent not in self.agents:
             raise FinishedAgentError(f"agent {agent!r} is no longer live in this episode")
         if act is None:
@@ -271,7 +290,9 @@ class SplitInfoEnv(ParallelEnv):
                     f"got {type(msg).__name__} (wrap bytes as Message(sender, recipients, payload))"
                 )
             if msg.sender != agent:
-                raise ActionError(f"agent {agent!r} cannot send a message with sender {msg.sender!r}")
+                raise ActionError(
+                    f"agent {agent!r} cannot send a message with sender {msg.sender!r}"
+                )
             for rec in msg.recipients:
                 if rec not in self._agent_set:
                     raise UnknownAgentError(
@@ -293,9 +314,10 @@ class SplitInfoEnv(ParallelEnv):
         task = self.task
         assert task is not None
         ep_cap = self.budget.max_bits_per_episode
+        left = self.budget.max_rounds - self.round
         info: dict[str, Any] = {
             "round": self.round,
-            "rounds_left": max(0, self.budget.max_rounds - self.round),
+            "rounds_left": left if left > 0 else 0,
             "bits_sent": self._sent[agent],
             "bits_received": self._recv[agent],
             "episode_bits": self._bits,

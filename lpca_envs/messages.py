@@ -71,14 +71,15 @@ class Message:
         elif math.ceil(self.bits / 8) != n or self.bits < 0:
             raise MessageError(
                 f"Message.bits={self.bits} does not fit a payload of {n} bytes: "
-                f"expected a value in ({8 * n - 8}, {8 * n}]"
-                + (" or 0" if n == 0 else "")
+                f"expected a value in ({8 * n - 8}, {8 * n}]" + (" or 0" if n == 0 else "")
             )
         if self.meta is None or self.meta is _EMPTY_META:
             object.__setattr__(self, "meta", _EMPTY_META)
         else:
             if not isinstance(self.meta, Mapping):
-                raise MessageError(f"Message.meta must be a mapping, got {type(self.meta).__name__}")
+                raise MessageError(
+                    f"Message.meta must be a mapping, got {type(self.meta).__name__}"
+                )
             if len(self.meta) > MAX_META_ITEMS:
                 raise MessageError(
                     f"Message.meta holds at most {MAX_META_ITEMS} items, got {len(self.meta)}"

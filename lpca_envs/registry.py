@@ -26,9 +26,13 @@ def register_family(
         raise TaskError(f"register_family expects a TaskFamily, got {type(family).__name__}")
     if env_id is None:
         if not family.name.isidentifier():
-            raise TaskError(f"family name must be an identifier (used in the env id), got {family.name!r}")
+            raise TaskError(
+                f"family name must be an identifier (used in the env id), got {family.name!r}"
+            )
         env_id = f"lpca/{family.name}-v{version}"
-    pettingzoo.register("parallel", env_id, entry_point=functools.partial(SplitInfoEnv, family), kwargs=defaults)
+    pettingzoo.register(
+        "parallel", env_id, entry_point=functools.partial(SplitInfoEnv, family), kwargs=defaults
+    )
     _FAMILIES[env_id] = family
     return env_id
 
@@ -43,7 +47,9 @@ def get_family(env_id: str) -> TaskFamily:
     try:
         return _FAMILIES[env_id]
     except (KeyError, TypeError):
-        raise UnknownEnvError(f"unknown env id {env_id!r}; known ids: {', '.join(list_envs())}") from None
+        raise UnknownEnvError(
+            f"unknown env id {env_id!r}; known ids: {', '.join(list_envs())}"
+        ) from None
 
 
 def make(env_id: str, **kwargs: Any) -> SplitInfoEnv:

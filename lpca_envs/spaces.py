@@ -65,7 +65,11 @@ class MessageSpace(spaces.Space):
         if not targets:
             return None
         recipient = targets[int(rng.integers(len(targets)))]
-        cap = _SAMPLE_MAX_BYTES if self.max_bits is None else min(_SAMPLE_MAX_BYTES, self.max_bits // 8)
+        cap = (
+            _SAMPLE_MAX_BYTES
+            if self.max_bits is None
+            else min(_SAMPLE_MAX_BYTES, self.max_bits // 8)
+        )
         n = int(rng.integers(cap + 1))
         alphabet = np.frombuffer(string.ascii_letters.encode() + b" ", dtype=np.uint8)
         payload = bytes(alphabet[rng.integers(len(alphabet), size=n)].tolist())

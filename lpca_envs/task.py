@@ -65,8 +65,10 @@ class Task:
     info_detail: Mapping[str, float] = field(default_factory=dict)
     state: Any = None
     task_id: str = ""
+    oracle_rounds: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "oracle_rounds", max((u.round for u in self.oracle), default=0))
         if not self.task_id:
             h = hashlib.blake2b(digest_size=8)
             h.update(self.family.encode())
@@ -78,10 +80,6 @@ class Task:
     @property
     def agents(self) -> tuple[str, ...]:
         return tuple(self.views)
-
-    @property
-    def oracle_rounds(self) -> int:
-        return max((u.round for u in self.oracle), default=0)
 
     def check(self, answer: str) -> Verdict:
         """Score `answer` with the task's verifier (tolerant of format, strict on content)."""
@@ -105,9 +103,7 @@ class TaskFamily(ABC):
 
     def check_level(self, level: int) -> int:
         if isinstance(level, bool) or not isinstance(level, int) or level not in self.levels:
-            raise TaskError(
-                f"{self.name}: level must be one of {list(self.levels)}, got {level!r}"
-            )
+            raise TaskError(f"{self.name}: level must be one of {list(self.levels)}, got {level!r}")
         return level
 
     def default_budget(self, level: int) -> Budget:
@@ -119,9 +115,7 @@ class TaskFamily(ABC):
         """Draw one task. Must depend only on `rng`'s state and `level`."""
 
     @abstractmethod
-    def solve(
-        self, task: Task, agent: str, received: Sequence[str], rng: random.Random
-    ) -> str:
+    def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
         """Scripted answer of `agent` from its own private data and the texts it received.
 
         With nothing useful received it must guess as well as its own view allows

@@ -41,5 +41,8 @@ def test_info_bits_matches_independent_count(level):
     for _ in range(20000):
         t = FAM.sample(rng, level)
         seen.add(tuple(v for _, v in t.state.a_values))
-    assert len(seen) == round(2 ** t.info_bits)
-    assert math.isclose(t.info_bits, t.info_detail["operands_from_A"] * math.log2(t.info_detail["values_per_operand"]))
+    assert len(seen) == round(2**t.info_bits)
+    assert math.isclose(
+        t.info_bits,
+        t.info_detail["operands_from_A"] * math.log2(t.info_detail["values_per_operand"]),
+    )

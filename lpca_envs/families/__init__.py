@@ -1,8 +1,9 @@
 """The built-in task families, one small file each."""
 
 from lpca_envs.families.arithmetic import Arithmetic
+from lpca_envs.families.kv_lookup import KVLookup
 
-__all__ = ["Arithmetic"]
+__all__ = ["Arithmetic", "KVLookup"]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
-BUILTIN_FAMILIES = [Arithmetic()]
+BUILTIN_FAMILIES = [Arithmetic(), KVLookup()]

@@ -70,7 +70,9 @@ class ArithmeticState:
 
 class Arithmetic(TaskFamily):
     name = "Arithmetic"
-    description = "B holds an expression, A holds some of its operand values; answer its integer value."
+    description = (
+        "B holds an expression, A holds some of its operand values; answer its integer value."
+    )
     info_bits_doc = "m*log2(R): A's m operand values, each uniform over R integers"
     levels = (0, 1, 2)
 

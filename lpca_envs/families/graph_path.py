@@ -1,0 +1,283 @@
+"""Shortest path over a road map split between two agents.
+
+A and B each know some of the roads (undirected edges) of one map of named towns;
+no road is known to both. B is asked for the length (number of roads) of a shortest
+route from town s to town t over all the roads. A is not told s and t.
+
+Generator: town names are a random sample of a fixed pool; s and t are the first
+two of them (the names are random, so this loses nothing). B's ``m_B`` roads are a
+uniform ``m_B``-subset of the ``P_all = n(n-1)/2`` town pairs and A's ``m_A`` roads
+a uniform ``m_A``-subset of the ``P = P_all - m_B`` pairs left (one ``rng.sample``
+of ``m_B + m_A`` pairs). A target answer is drawn uniformly from ``1..d_max`` first
+and proposals are redrawn until the instance is accepted:
+
+- the union distance ``d`` equals the target, so every value in ``1..d_max`` is
+  equally likely and no fixed guess beats ``1/d_max`` (the natural distribution
+  piles up on 2);
+- ``d`` is shorter than B's own distance ``d_B`` (inf when B alone cannot connect
+  s and t), so every shortest route uses one of A's roads: communication is needed;
+- B's view does not determine ``d``: another A-road set, one swap away, is
+  accepted with the same B view and a different answer (for ``d > 1`` put the
+  road s-t in place of any of A's roads; for ``d = 1`` a swap that gives
+  ``2 <= d' < d_B`` is searched for, else the proposal is rejected; this also
+  rejects every ``d_B = 2``).
+
+info_bits: ``log2 C(P, m_A)``, the entropy of A's road set given B's view (towns,
+B's roads, s, t) under the proposal distribution, in which it is uniform over the
+``m_A``-subsets of the ``P`` pairs B does not hold. A does not know s, t or B's
+roads and any of its roads could lie on the route, so a one-way message must
+identify the whole set. The acceptance step conditions this distribution on the
+answer; the conditioned entropy is at most this value (acceptance keeps a subset
+of the same support) and has no closed form, so the proposal entropy is what is
+reported: an exact property of the generator and a tight upper bound of the
+conditioned one. ``info_detail["answer_bits"]`` is ``log2`` of the number of
+answers B cannot rule out (what crosses when A is told s and t and may reply to
+B's question: a much smaller floor).
+
+Silent B (nothing received) guesses uniformly among ``{1..d_max}`` below ``d_B``;
+that set always has at least two members (accepted instances have ``d_B >= 3``).
+
+| level | towns | B's roads | A's roads | answer range | info_bits | silent chance |
+|-------|-------|-----------|-----------|--------------|-----------|---------------|
+| 0     | 5     | 2         | 3         | 1..3         | 5.81      | ~0.35         |
+| 1     | 8     | 4         | 5         | 1..4         | 15.38     | ~0.27         |
+| 2     | 12    | 7         | 7         | 1..5         | 28.35     | ~0.22         |
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+from lpca_envs.answers import IntVerifier
+from lpca_envs.messages import Budget
+from lpca_envs.task import Task, TaskFamily, Utterance
+
+# Letters only (no spaces or hyphens) so "Town-Town" parses unambiguously.
+_TOWNS = (
+    "Accra", "Athens", "Berlin", "Bern", "Bogota", "Cairo", "Dakar", "Delhi", "Doha",
+    "Dublin", "Hanoi", "Havana", "Kyiv", "Lima", "Lisbon", "Madrid", "Manila", "Minsk",
+    "Nairobi", "Oslo", "Ottawa", "Paris", "Prague", "Quito", "Riga", "Rome", "Seoul",
+    "Sofia", "Tokyo", "Vienna",
+)  # fmt: skip
+_ROAD = re.compile(r"([A-Za-z]+)\s*(?:<->|<-|->|--|-|\bto\b)\s*([A-Za-z]+)")
+_INF = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    n: int
+    m_b: int
+    m_a: int
+    d_max: int
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        return tuple(combinations(range(self.n), 2))
+
+
+_LEVELS = {0: _Level(5, 2, 3, 3), 1: _Level(8, 4, 5, 4), 2: _Level(12, 7, 7, 5)}
+# Level-constant tables: pair index -> (i, bit of j, j, bit of i).
+_PAIR_BITS = {
+    lv: tuple((i, 1 << j, j, 1 << i) for i, j in spec.pairs) for lv, spec in _LEVELS.items()
+}
+
+
+def _dist01(adj: list[int]) -> int:
+    """BFS distance from node 0 to node 1 over adjacency bitmasks (_INF if unreachable)."""
+    seen = frontier = 1
+    d = 0
+    while frontier:
+        if frontier & 2:
+            return d
+        d += 1
+        nxt = 0
+        while frontier:
+            low = frontier & -frontier
+            nxt |= adj[low.bit_length() - 1]
+            frontier ^= low
+        frontier = nxt & ~seen
+        seen |= nxt
+    return _INF
+
+
+def _adjacency(n: int, pair_bits: tuple, idx: Sequence[int]) -> list[int]:
+    adj = [0] * n
+    for p in idx:
+        i, bj, j, bi = pair_bits[p]
+        adj[i] |= bj
+        adj[j] |= bi
+    return adj
+
+
+def _has_witness(spec: _Level, pair_bits: tuple, eb: list[int], ea: list[int], d_b: int) -> bool:
+    """For d = 1: is there a one-swap A-road set with 2 <= d' < d_B, d' <= d_max?"""
+    if d_b < 3:
+        return False
+    rest = [p for p in ea if p != 0]  # pair 0 is (0, 1) = s-t
+    base = _adjacency(spec.n, pair_bits, eb + rest)
+    used = set(eb) | set(ea)
+    hi = min(d_b - 1, spec.d_max)
+    for f in range(1, len(pair_bits)):
+        if f in used:
+            continue
+        i, bj, j, bi = pair_bits[f]
+        adj = base.copy()
+        adj[i] |= bj
+        adj[j] |= bi
+        if 2 <= _dist01(adj) <= hi:
+            return True
+    return False
+
+
+def _propose(rng: random.Random, spec: _Level) -> tuple[list[int], list[int]]:
+    """B's and A's road sets as pair indices: B uniform, then A uniform among the rest."""
+    drawn = rng.sample(range(len(spec.pairs)), spec.m_b + spec.m_a)
+    return drawn[: spec.m_b], drawn[spec.m_b :]
+
+
+def _draw(rng: random.Random, level: int) -> tuple[list[int], list[int], int, int]:
+    """Accepted (B roads, A roads, answer, B's own distance) with a uniform answer."""
+    spec = _LEVELS[level]
+    pair_bits = _PAIR_BITS[level]
+    target = rng.randint(1, spec.d_max)
+    while True:
+        eb, ea = _propose(rng, spec)
+        adj = _adjacency(spec.n, pair_bits, eb)
+        d_b = _dist01(adj)
+        if d_b <= target or d_b < 3:
+            continue
+        for p in ea:
+            i, bj, j, bi = pair_bits[p]
+            adj[i] |= bj
+            adj[j] |= bi
+        d = _dist01(adj)
+        if d != target:
+            continue
+        if d == 1 and not _has_witness(spec, pair_bits, eb, ea, d_b):
+            continue
+        return eb, ea, d, d_b
+
+
+def _road(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def _bfs(roads: Sequence[tuple[str, str]], s: str, t: str) -> int | None:
+    """Plain BFS over named roads (independent of the bitmask one); None if unreachable."""
+    nbrs: dict[str, list[str]] = {}
+    for a, b in roads:
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    dist = {s: 0}
+    queue = [s]
+    for u in queue:
+        if u == t:
+            return dist[u]
+        for v in nbrs.get(u, ()):
+            if v not in dist:
+                dist[v] = dist[u] + 1
+                queue.append(v)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphPathState:
+    towns: tuple[str, ...]  # sorted
+    a_roads: tuple[tuple[str, str], ...]  # A's private data
+    b_roads: tuple[tuple[str, str], ...]  # B's private data
+    source: str
+    target: str
+    n_a_roads: int
+    d_max: int
+
+
+def _fmt(roads: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{a}-{b}" for a, b in roads)
+
+
+class GraphPath(TaskFamily):
+    name = "GraphPath"
+    description = "A and B each hold some roads of a map; B answers the shortest s-t route length."
+    info_bits_doc = "log2 C(P, m_A): A's m_A roads, uniform among the P town pairs B does not hold"
+    levels = (0, 1, 2)
+
+    def default_budget(self, level: int) -> Budget:
+        return Budget(max_rounds=1)
+
+    def sample(self, rng: random.Random, level: int) -> Task:
+        spec = _LEVELS[self.check_level(level)]
+        names = rng.sample(_TOWNS, spec.n)
+        eb, ea, d, d_b = _draw(rng, level)
+        pairs = spec.pairs
+        b_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in eb))
+        a_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in ea))
+        s, t = names[0], names[1]
+        towns = tuple(sorted(names))
+        intro = (
+            f"You and your partner each know some of the roads of a map of {spec.n} towns: "
+            f"{', '.join(towns)}. Each road joins two towns and can be used both ways; "
+            "no road is known to both of you.\n"
+        )
+        a_text = _fmt(a_roads)
+        views = {
+            "A": (
+                f"{intro}You know these {spec.m_a} roads: {a_text}.\n"
+                "Your partner knows the other roads and must find the fewest roads on a route "
+                "between two towns that you are not told."
+            ),
+            "B": (
+                f"{intro}You know these {spec.m_b} roads: {_fmt(b_roads)}.\n"
+                f"Your partner knows {spec.m_a} other roads.\n"
+                f"Question: using all the roads (yours and your partner's), what is the fewest "
+                f"number of roads on a route from {s} to {t}? Every shortest route uses at "
+                f"least one of your partner's roads. The answer is between 1 and {spec.d_max}.\n"
+                "Answer with one integer."
+            ),
+        }
+        n_pairs = len(pairs) - spec.m_b
+        n_candidates = min(spec.d_max, d_b - 1)
+        return Task(
+            family=self.name,
+            level=level,
+            views=views,
+            answerers=("B",),
+            info_bits=math.log2(math.comb(n_pairs, spec.m_a)),
+            verifier=IntVerifier(d),
+            oracle=(Utterance(1, "A", ("B",), a_text),),
+            reference=str(d),
+            info_detail={
+                "pairs_not_held_by_B": n_pairs,
+                "roads_of_A": spec.m_a,
+                "answer_bits": math.log2(n_candidates),
+            },
+            state=GraphPathState(towns, a_roads, b_roads, s, t, spec.m_a, spec.d_max),
+        )
+
+    def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
+        st: GraphPathState = task.state
+        known = {name.lower(): name for name in st.towns}
+        own = set(st.b_roads)
+        got: set[tuple[str, str]] = set()
+        for text in received:
+            for a, b in _ROAD.findall(text):
+                u, v = known.get(a.lower()), known.get(b.lower())
+                if u and v and u != v and _road(u, v) not in own:
+                    got.add(_road(u, v))
+        d_own = _bfs(st.b_roads, st.source, st.target)
+        hi = st.d_max if d_own is None else min(st.d_max, d_own - 1)
+        d = _bfs(st.b_roads + tuple(sorted(got)), st.source, st.target) if got else None
+        if d is not None and d <= hi:
+            return str(d)
+        # Nothing usable received: uniform over the answers B's own view allows
+        # (1..d_max, and shorter than B's own route since one of A's roads is on it).
+        return str(rng.randint(1, max(hi, 1)))
+
+    def skyline_answer(self, task: Task) -> str:
+        st: GraphPathState = task.state
+        d = _bfs(st.a_roads + st.b_roads, st.source, st.target)
+        return "unreachable" if d is None else str(d)

@@ -1,0 +1,90 @@
+"""The `lpca` command."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import lpca_envs
+from lpca_envs import SCRIPTED_KINDS, evaluate_scripted, get_family, list_envs
+
+app = typer.Typer(
+    help="LPCA: should language-model agents talk in text or through hidden states?",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+@app.command()
+def envs() -> None:
+    """List the registered split-information environments."""
+    table = Table(title="LPCA environments")
+    table.add_column("id", no_wrap=True)
+    for col in ("levels", "agents", "what", "info_bits"):
+        table.add_column(col)
+    for env_id in list_envs():
+        fam = get_family(env_id)
+        table.add_row(
+            env_id,
+            ",".join(map(str, fam.levels)),
+            ",".join(fam.agents),
+            fam.description,
+            fam.info_bits_doc,
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    episodes: int = typer.Option(200, min=1, help="Episodes per (env, level, agents) cell."),
+    env: list[str] = typer.Option(None, "--env", help="Restrict to these env ids (repeatable)."),
+    seed: int = typer.Option(0, help="First episode seed."),
+) -> None:
+    """Run every environment with the scripted agents (silent, oracle, skyline)."""
+    ids = env or list_envs()
+    known = set(list_envs())
+    bad = [i for i in ids if i not in known]
+    if bad:
+        raise typer.BadParameter(
+            f"unknown env id(s) {bad}; known ids: {sorted(known)}", param_hint="--env"
+        )
+    table = Table(
+        title=f"Scripted agents, {episodes} episodes per row (seeds {seed}..{seed + episodes - 1})"
+    )
+    for col, just in (
+        ("env", "left"),
+        ("level", "right"),
+        ("agents", "left"),
+        ("success", "right"),
+        ("mean bits", "right"),
+        ("info_bits", "right"),
+        ("violations", "right"),
+    ):
+        table.add_column(col, justify=just, no_wrap=col in ("env", "agents"))  # type: ignore[arg-type]
+    for env_id in ids:
+        fam = get_family(env_id)
+        for level in fam.levels:
+            e = lpca_envs.make(env_id, level=level)
+            for kind in SCRIPTED_KINDS:
+                s = evaluate_scripted(e, kind, episodes, seed)  # type: ignore[arg-type]
+                table.add_row(
+                    env_id,
+                    str(level),
+                    kind,
+                    f"{s.success_rate:.1%}",
+                    f"{s.mean_bits:.1f}",
+                    f"{s.mean_info_bits:.2f}",
+                    str(s.violations),
+                )
+        table.add_section()
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
