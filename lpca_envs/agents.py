@@ -98,9 +98,9 @@ def play_episode(
     v = env.verdict
     return EpisodeResult(
         task.task_id,
-        bool(v and v.success),
-        v.score if v else 0.0,
-        sum(d.message.bits for d in env.transcript),
+        v is not None and v.success,
+        v.score if v is not None else 0.0,
+        env.episode_bits,
         task.info_bits,
         env.round,
         tuple(env.violations),

@@ -137,6 +137,7 @@ class SplitInfoEnv(ParallelEnv):
         self.violations: list[Violation] = []
         self.verdict: Verdict | None = None
         self.round = 0
+        self._bits = 0
 
     # -- spaces (cached: the same object every call) ------------------------------
     def observation_space(self, agent: str) -> spaces.Space:
@@ -180,7 +181,7 @@ class SplitInfoEnv(ParallelEnv):
             raise EpisodeOverError("step() called before reset()")
         if not self.agents:
             raise EpisodeOverError("step() called after the episode ended; call reset()")
-        if not isinstance(actions, Mapping):
+        if type(actions) is not dict and not isinstance(actions, Mapping):
             raise ActionTypeError(
                 f"actions must be a dict mapping agent names to actions, got {type(actions).__name__}"
             )
@@ -272,19 +273,19 @@ class SplitInfoEnv(ParallelEnv):
             raise FinishedAgentError(f"agent {agent!r} is no longer live in this episode")
         if act is None:
             return agent, None, None
-        if not isinstance(act, Mapping):
+        if type(act) is not dict and not isinstance(act, Mapping):
             raise ActionTypeError(
                 f"action for {agent!r} must be a dict with keys 'message' and/or 'answer', "
                 f"got {type(act).__name__}"
             )
-        if not _ACTION_KEYS.issuperset(act):
+        if len(act) > 2 or not _ACTION_KEYS.issuperset(act):
             raise ActionError(
                 f"action for {agent!r} has unknown key(s) {sorted(map(str, set(act) - _ACTION_KEYS))}; "
                 "expected 'message' and/or 'answer'"
             )
         msg = act.get("message")
         if msg is not None:
-            if not isinstance(msg, Message):
+            if type(msg) is not Message and not isinstance(msg, Message):
                 raise ActionTypeError(
                     f"action['message'] for {agent!r} must be an lpca_envs.Message or None, "
                     f"got {type(msg).__name__} (wrap bytes as Message(sender, recipients, payload))"
@@ -309,6 +310,11 @@ class SplitInfoEnv(ParallelEnv):
             if not answer:
                 answer = None
         return agent, msg, answer
+
+    @property
+    def episode_bits(self) -> int:
+        """Bits delivered so far in this episode (all agents)."""
+        return self._bits
 
     def _info(self, agent: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
         task = self.task

@@ -74,3 +74,32 @@ def test_check_fn_must_return_bool_or_verdict():
     env.reset(seed=0)
     with pytest.raises(TaskError, match="bool or a Verdict"):
         env.step({"B": {"answer": "red"}})
+
+
+def three_views(rng):
+    x, y = rng.randint(0, 9), rng.randint(0, 9)
+    return {"A": f"x = {x}", "C": f"y = {y}", "B": "What is x + y?"}, x + y
+
+
+def test_three_agents_each_holding_a_part():
+    env = custom_env(three_views, lambda a, s: a.strip() == str(s), info_bits=2 * math.log2(10), answerers=["B"])
+    assert env.possible_agents == ["A", "C", "B"]
+    obs, _ = env.reset(seed=5)
+    assert set(obs) == {"A", "B", "C"}
+    obs, *_ = env.step(
+        {
+            "A": {"message": Message.text("A", ("B", "C"), obs["A"]["view"])},
+            "C": {"message": Message.text("C", "B", obs["C"]["view"])},
+        }
+    )
+    got = sorted(m.as_text() for m in obs["B"]["inbox"])
+    assert [m.as_text() for m in obs["C"]["inbox"]] == [obs["A"]["view"]]
+    total = sum(int(t.split("=")[1]) for t in got)
+    _, rew, term, _, infos = env.step({"B": {"answer": str(total)}})
+    assert rew == {"A": 1.0, "C": 1.0, "B": 1.0} and all(term.values())
+    # A's message went to two recipients: counted once on the wire, received by both
+    assert infos["A"]["bits_sent"] == 8 * len(obs["A"]["view"])
+    assert infos["B"]["bits_received"] == infos["A"]["bits_sent"] + infos["C"]["bits_sent"]
+    from pettingzoo.test import parallel_api_test
+
+    parallel_api_test(custom_env(three_views, lambda a, s: a == str(s), info_bits=1.0), num_cycles=20)

@@ -1,9 +1,10 @@
 """The built-in task families, one small file each."""
 
 from lpca_envs.families.arithmetic import Arithmetic
+from lpca_envs.families.csp import ConstraintSatisfaction
 from lpca_envs.families.kv_lookup import KVLookup
 
-__all__ = ["Arithmetic", "KVLookup"]
+__all__ = ["Arithmetic", "ConstraintSatisfaction", "KVLookup"]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
-BUILTIN_FAMILIES = [Arithmetic(), KVLookup()]
+BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction()]

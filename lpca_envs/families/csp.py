@@ -5,23 +5,28 @@ A few integer variables with small domains and a set of simple constraints
 solution. A holds half of the constraints, B the other half; B must answer the
 full assignment (``x=1, y=3, z=0``). The generator draws the solution uniformly,
 then adds random constraints true of it, alternating A and B, each one strictly
-shrinking the joint candidate set, until the solution is unique. It guarantees:
-all constraints together have exactly one solution; B's half alone leaves at
-least ``min_b`` candidates and A's half alone at least ``min_a``, so neither
-half determines the answer and B's silent guess succeeds with chance 1/|S_B|.
+shrinking the joint candidate set, until the solution is unique (lines of a half
+implied by its other lines are then dropped). It guarantees: all constraints
+together have exactly one solution; each half alone leaves at least ``min``
+candidates (4, 6, 8 by level), so neither half determines the answer and B's
+silent guess succeeds with chance 1/|S_B|.
 
-info_bits = log2 |S_B|, where S_B is the set of assignments satisfying B's half.
-It is B's remaining uncertainty about the answer under a uniform prior over the
-assignments consistent with its own view: what must cross for B to be certain
-(any message that lets B pick the solution out of S_B carries at least that many
-bits under that prior). ``info_detail`` also reports |S_A| and the counts of
-constraints and assignments.
+info_bits = log2 |S_B|, where S_B is the set of assignments satisfying B's half:
+B's remaining uncertainty about the answer under a uniform prior over the
+assignments consistent with its own view, i.e. what must cross for B to be
+certain. (The generator's exact posterior over S_B is not exactly uniform, since
+which lines get drawn depends on the solution; the uniform prior is the documented
+convention, and it is what the silent floor 1/|S_B| measures.)
+``info_detail`` also reports |S_A|, the number of lines per half and of assignments.
 
-| level | variables | domain | assignments | min |S_B| | min |S_A| | silent chance    |
-|-------|-----------|--------|-------------|-----------|-----------|------------------|
-| 0     | 3         | 0..3   | 64          | 4         | 2         | E[1/|S_B|] ~ .14 |
-| 1     | 4         | 0..4   | 625         | 6         | 2         | E[1/|S_B|] ~ .08 |
-| 2     | 5         | 0..5   | 7776        | 8         | 2         | E[1/|S_B|] ~ .05 |
+| level | variables | domain | assignments | min |S_A|, |S_B| | mean info_bits | silent chance |
+|-------|-----------|--------|-------------|-------------------|----------------|---------------|
+| 0     | 3         | 0..3   | 64          | 4                 | ~3.0           | ~.15          |
+| 1     | 4         | 0..4   | 625         | 6                 | ~4.3           | ~.07          |
+| 2     | 5         | 0..5   | 7776        | 8                 | ~5.5           | ~.04          |
+
+Difficulty grows with variables and domain: more lines per half (about 2.7, 3.8,
+4.7) for a model to read, combine and search, and a longer message.
 
 The oracle is one-way: A sends its constraints compactly ("x+y=5; x<z; y odd").
 
@@ -29,7 +34,7 @@ Speed: per level the table of all domain**n assignments is built once with numpy
 and every constraint (generated or parsed from a message) is evaluated on it once
 and cached as a Python-int bitset (bit i = assignment i in itertools.product
 order). Combining constraints is then one ``&`` and counting one ``bit_count()``,
-which at these sizes (64..7776 bits) is several times faster than numpy calls.
+which at these sizes (64..7776 bits) avoids numpy's per-call overhead.
 """
 
 from __future__ import annotations
@@ -57,14 +62,14 @@ class _Spec:
 
 
 _SPECS = {
-    0: _Spec(("x", "y", "z"), 3, 4, 2),
-    1: _Spec(("w", "x", "y", "z"), 4, 6, 2),
-    2: _Spec(("v", "w", "x", "y", "z"), 5, 8, 2),
+    0: _Spec(("x", "y", "z"), 3, 4, 4),
+    1: _Spec(("w", "x", "y", "z"), 4, 6, 6),
+    2: _Spec(("v", "w", "x", "y", "z"), 5, 8, 8),
 }
 
 # -- the tiny constraint parser (never eval) ------------------------------------------
 _TOKEN = re.compile(r"(\d+)|([a-z])|(!=|<=|>=|==|=|<|>|\+|-)")
-_PARITY = re.compile(r"^([a-z])(?:is|%2=|%2==)?(even|odd|0|1)$")
+_PARITY = re.compile(r"^([a-z])(?:is)?(even|odd)$|^([a-z])%2==?([01])$")
 _SPLIT = re.compile(r"[;,\n]|\band\b")
 _CACHE_LIMIT = 20000
 
@@ -113,6 +118,7 @@ class _Table:
         self.cache: dict[str, int | None] = {}
         self.library = _library(spec)
         self.readable = [_readable(c) for c in self.library]
+        self.fmt = ", ".join(f"{n}={{}}" for n in spec.names)
         names = ", ".join(spec.names)
         what = f"the variables {names} (each an integer in 0..{spec.hi})"
         form = ", ".join(f"{n}=<value>" for n in spec.names)
@@ -140,10 +146,10 @@ class _Table:
         names = self.spec.names
         m = _PARITY.match(key)
         if m:
-            if m.group(1) not in names:
+            var, parity = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            if var not in names:
                 return None
-            col = self.grid[:, names.index(m.group(1))]
-            return (col % 2) == (1 if m.group(2) in ("odd", "1") else 0)
+            return (self.grid[:, names.index(var)] % 2) == (1 if parity in ("odd", "1") else 0)
         parsed = _linear(key, names)
         if parsed is None:
             return None
@@ -233,10 +239,6 @@ def _readable(c: str) -> str:
     return _SPACED.sub(r" \1 ", c)
 
 
-def _format(names: tuple[str, ...], values: Sequence[int]) -> str:
-    return ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
-
-
 @dataclass(frozen=True, slots=True)
 class ConstraintSatisfactionState:
     names: tuple[str, ...]
@@ -261,55 +263,62 @@ class ConstraintSatisfaction(TaskFamily):
     def sample(self, rng: random.Random, level: int) -> Task:
         spec = _SPECS[self.check_level(level)]
         table = _table(level)
-        lib, masks = table.library, table.lib_masks
+        lib, masks, full, size = table.library, table.lib_masks, table.full, table.size
+        min_a, min_b = spec.min_a, spec.min_b
+        rand = rng.random
         while True:
-            row = int(rng.random() * table.size)
+            row = int(rand() * size)
             sat = table.satisfied_by(row)
             n_sat = len(sat)
-            halves: list[list[int]] = [[], []]  # A, B
-            half_masks = [table.full, table.full]
-            mins = (spec.min_a, spec.min_b)
-            joint = table.full
-            turn = int(rng.random() * 2)
-            tries = 0
+            a_list: list[int] = []
+            b_list: list[int] = []
+            a_mask = b_mask = joint = full
+            turn_b = rand() < 0.5
+            misses = 0
             # Each added constraint must shrink the joint set (no redundant lines) and
             # leave its own half with enough candidates; give up after a run of misses.
-            while joint & (joint - 1) and tries < 60:
-                c = sat[int(rng.random() * n_sat)]
+            while joint & (joint - 1) and misses < 60:
+                c = sat[int(rand() * n_sat)]
                 m = masks[c]
                 new_joint = joint & m
-                new_half = half_masks[turn] & m
-                tries += 1
-                if new_joint == joint or new_half.bit_count() < mins[turn]:
-                    continue
-                halves[turn].append(c)
-                half_masks[turn] = new_half
-                joint = new_joint
-                turn ^= 1
-                tries = 0
-            if joint & (joint - 1) == 0 and halves[0] and halves[1]:
+                if new_joint != joint:
+                    if turn_b:
+                        new_half = b_mask & m
+                        if new_half.bit_count() >= min_b:
+                            b_list.append(c)
+                            b_mask, joint, turn_b, misses = new_half, new_joint, False, 0
+                            continue
+                    else:
+                        new_half = a_mask & m
+                        if new_half.bit_count() >= min_a:
+                            a_list.append(c)
+                            a_mask, joint, turn_b, misses = new_half, new_joint, True, 0
+                            continue
+                misses += 1
+            if joint & (joint - 1) == 0 and a_list and b_list:
                 break
+        halves, half_masks = (a_list, b_list), (a_mask, b_mask)
         # A later, stronger line can imply an earlier one of the same half (x<4 then
         # x<3): drop such lines; the half's candidate set, hence every guarantee, is kept.
         for h, hm in zip(halves, half_masks, strict=True):
             if len(h) > 1:
                 for c in tuple(h):
-                    rest = table.full
+                    rest = full
                     for o in h:
                         if o != c:
                             rest &= masks[o]
                     if rest == hm:
                         h.remove(c)
         values = table.rows[row]
-        a_cons = tuple(lib[c] for c in halves[0])
-        b_cons = tuple(lib[c] for c in halves[1])
+        a_cons = tuple([lib[c] for c in a_list])
+        b_cons = tuple([lib[c] for c in b_list])
         n_b, n_a = half_masks[1].bit_count(), half_masks[0].bit_count()
         names = spec.names
         readable = table.readable
         head_a, tail_a, head_b, tail_b = table.texts
         views = {
-            "A": head_a + "\n  ".join([readable[c] for c in halves[0]]) + tail_a,
-            "B": head_b + "\n  ".join([readable[c] for c in halves[1]]) + tail_b,
+            "A": head_a + "\n  ".join([readable[c] for c in a_list]) + tail_a,
+            "B": head_b + "\n  ".join([readable[c] for c in b_list]) + tail_b,
         }
         return Task(
             family=self.name,
@@ -319,7 +328,7 @@ class ConstraintSatisfaction(TaskFamily):
             info_bits=math.log2(n_b),
             verifier=AssignmentVerifier(dict(zip(names, values, strict=True)), names),
             oracle=(Utterance(1, "A", ("B",), "; ".join(a_cons)),),
-            reference=_format(names, values),
+            reference=table.fmt.format(*values),
             info_detail={
                 "candidates_B": n_b,
                 "candidates_A": n_a,
@@ -334,8 +343,8 @@ class ConstraintSatisfaction(TaskFamily):
         st: ConstraintSatisfactionState = task.state
         table = _table(task.level)
         own = table.full
-        for c in st.b_constraints:
-            own &= table.mask(c) or table.full
+        for c in st.b_constraints:  # library lines: always parse
+            own &= table.cache[c] or 0
         joint = own
         for text in received:
             for piece in _SPLIT.split(text):
@@ -346,13 +355,13 @@ class ConstraintSatisfaction(TaskFamily):
                         joint &= m
         if joint == 0:  # contradictory message: fall back on B's own candidates
             joint = own
-        return _format(st.names, table.rows[table.pick(joint, rng)])
+        return table.fmt.format(*table.rows[table.pick(joint, rng)])
 
     def skyline_answer(self, task: Task) -> str:
         st: ConstraintSatisfactionState = task.state
         table = _table(task.level)
         joint = table.full
         for c in st.a_constraints + st.b_constraints:
-            joint &= table.mask(c) or 0
+            joint &= table.cache[c] or 0
         assert joint and joint & (joint - 1) == 0, "generator broke uniqueness"
-        return _format(st.names, table.rows[joint.bit_length() - 1])
+        return table.fmt.format(*table.rows[joint.bit_length() - 1])
