@@ -2,9 +2,10 @@
 
 from lpca_envs.families.arithmetic import Arithmetic
 from lpca_envs.families.csp import ConstraintSatisfaction
+from lpca_envs.families.graph_path import GraphPath
 from lpca_envs.families.kv_lookup import KVLookup
 
-__all__ = ["Arithmetic", "ConstraintSatisfaction", "KVLookup"]
+__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup"]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
-BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction()]
+BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction(), GraphPath()]

@@ -29,19 +29,25 @@ roads and any of its roads could lie on the route, so a one-way message must
 identify the whole set. The acceptance step conditions this distribution on the
 answer; the conditioned entropy is at most this value (acceptance keeps a subset
 of the same support) and has no closed form, so the proposal entropy is what is
-reported: an exact property of the generator and a tight upper bound of the
-conditioned one. ``info_detail["answer_bits"]`` is ``log2`` of the number of
-answers B cannot rule out (what crosses when A is told s and t and may reply to
-B's question: a much smaller floor).
+reported: an exact property of the generator and an upper bound of the
+conditioned one (level 0, enumerated: 5.54 conditioned vs 5.81 bits).
+``info_detail["answer_bits"]`` is ``log2`` of the number of answers B's own view
+leaves open: the size of the answer alone, for comparison, not a floor for this
+one-way task.
+
+Level 0 is small enough (2,520 road splits) to enumerate once: it samples the same
+distribution from a table of accepted instances instead of redrawing proposals.
 
 Silent B (nothing received) guesses uniformly among ``{1..d_max}`` below ``d_B``;
 that set always has at least two members (accepted instances have ``d_B >= 3``).
+At level 0 B's two roads never join s and t, so its chance is exactly 1/3 (the
+Bayes-optimal silent guess, computed from the level-0 table, reaches 0.39).
 
 | level | towns | B's roads | A's roads | answer range | info_bits | silent chance |
 |-------|-------|-----------|-----------|--------------|-----------|---------------|
-| 0     | 5     | 2         | 3         | 1..3         | 5.81      | ~0.35         |
-| 1     | 8     | 4         | 5         | 1..4         | 15.38     | ~0.27         |
-| 2     | 12    | 7         | 7         | 1..5         | 28.35     | ~0.22         |
+| 0     | 5     | 2         | 3         | 1..3         | 5.81      | 1/3           |
+| 1     | 8     | 4         | 5         | 1..4         | 15.38     | ~0.26         |
+| 2     | 12    | 7         | 7         | 1..5         | 28.35     | ~0.21         |
 """
 
 from __future__ import annotations
@@ -75,16 +81,17 @@ class _Level:
     m_a: int
     d_max: int
 
-    @property
-    def pairs(self) -> tuple[tuple[int, int], ...]:
-        return tuple(combinations(range(self.n), 2))
-
 
 _LEVELS = {0: _Level(5, 2, 3, 3), 1: _Level(8, 4, 5, 4), 2: _Level(12, 7, 7, 5)}
-# Level-constant tables: pair index -> (i, bit of j, j, bit of i).
-_PAIR_BITS = {
-    lv: tuple((i, 1 << j, j, 1 << i) for i, j in spec.pairs) for lv, spec in _LEVELS.items()
-}
+# Level-constant tables. Pair 0 is (0, 1), the road s-t.
+_PAIRS = {lv: tuple(combinations(range(sp.n), 2)) for lv, sp in _LEVELS.items()}
+# pair index -> (i, bit of j, j, bit of i), for building adjacency bitmasks
+_PAIR_BITS = {lv: tuple((i, 1 << j, j, 1 << i) for i, j in ps) for lv, ps in _PAIRS.items()}
+# Levels whose (B roads, A roads) space is at most this large are enumerated once and
+# then sampled from a table (same distribution as the rejection loop, much faster).
+_TABLE_LIMIT = 20_000
+_Entry = tuple[tuple[int, ...], tuple[int, ...], int, int]  # B roads, A roads, d, d_B
+_TABLES: dict[int, dict[int, list[_Entry]] | None] = {}
 
 
 def _dist01(adj: list[int]) -> int:
@@ -114,12 +121,12 @@ def _adjacency(n: int, pair_bits: tuple, idx: Sequence[int]) -> list[int]:
     return adj
 
 
-def _has_witness(spec: _Level, pair_bits: tuple, eb: list[int], ea: list[int], d_b: int) -> bool:
+def _has_witness(level: int, eb: Sequence[int], ea: Sequence[int], d_b: int) -> bool:
     """For d = 1: is there a one-swap A-road set with 2 <= d' < d_B, d' <= d_max?"""
     if d_b < 3:
         return False
-    rest = [p for p in ea if p != 0]  # pair 0 is (0, 1) = s-t
-    base = _adjacency(spec.n, pair_bits, eb + rest)
+    spec, pair_bits = _LEVELS[level], _PAIR_BITS[level]
+    base = _adjacency(spec.n, pair_bits, [*eb, *(p for p in ea if p != 0)])
     used = set(eb) | set(ea)
     hi = min(d_b - 1, spec.d_max)
     for f in range(1, len(pair_bits)):
@@ -134,33 +141,69 @@ def _has_witness(spec: _Level, pair_bits: tuple, eb: list[int], ea: list[int], d
     return False
 
 
-def _propose(rng: random.Random, spec: _Level) -> tuple[list[int], list[int]]:
+def _evaluate(
+    level: int, eb: Sequence[int], ea: Sequence[int], target: int = 0
+) -> tuple[int, int] | None:
+    """(answer d, B's own distance d_B) if the instance is accepted, else None.
+
+    With a `target`, also None unless d == target (checked early, for speed).
+    """
+    spec, pair_bits = _LEVELS[level], _PAIR_BITS[level]
+    adj = _adjacency(spec.n, pair_bits, eb)
+    d_b = _dist01(adj)
+    if d_b < 3 or d_b <= target:  # d_B = 2 forces d = 1: B's view would decide it
+        return None
+    for p in ea:
+        i, bj, j, bi = pair_bits[p]
+        adj[i] |= bj
+        adj[j] |= bi
+    d = _dist01(adj)
+    if d >= d_b or d > spec.d_max or (target and d != target):
+        return None
+    if d == 1 and not _has_witness(level, eb, ea, d_b):
+        return None
+    return d, d_b
+
+
+def _propose(rng: random.Random, level: int) -> tuple[list[int], list[int]]:
     """B's and A's road sets as pair indices: B uniform, then A uniform among the rest."""
-    drawn = rng.sample(range(len(spec.pairs)), spec.m_b + spec.m_a)
+    spec = _LEVELS[level]
+    drawn = rng.sample(range(len(_PAIRS[level])), spec.m_b + spec.m_a)
     return drawn[: spec.m_b], drawn[spec.m_b :]
 
 
-def _draw(rng: random.Random, level: int) -> tuple[list[int], list[int], int, int]:
-    """Accepted (B roads, A roads, answer, B's own distance) with a uniform answer."""
+def _table(level: int) -> dict[int, list[_Entry]] | None:
+    """Every accepted (B roads, A roads) of a small level, grouped by answer."""
+    if level in _TABLES:
+        return _TABLES[level]
     spec = _LEVELS[level]
-    pair_bits = _PAIR_BITS[level]
-    target = rng.randint(1, spec.d_max)
+    n_pairs = len(_PAIRS[level])
+    if math.comb(n_pairs, spec.m_b) * math.comb(n_pairs - spec.m_b, spec.m_a) > _TABLE_LIMIT:
+        _TABLES[level] = None
+        return None
+    table: dict[int, list[_Entry]] = {d: [] for d in range(1, spec.d_max + 1)}
+    for eb in combinations(range(n_pairs), spec.m_b):
+        rest = [p for p in range(n_pairs) if p not in eb]
+        for ea in combinations(rest, spec.m_a):
+            res = _evaluate(level, eb, ea)
+            if res is not None:
+                table[res[0]].append((eb, ea, *res))
+    _TABLES[level] = table
+    return table
+
+
+def _draw(rng: random.Random, level: int) -> tuple[Sequence[int], Sequence[int], int, int]:
+    """Accepted (B roads, A roads, answer, d_B): answer uniform, then a uniform accepted
+    instance with that answer (from the table, or by redrawing proposals)."""
+    target = rng.randint(1, _LEVELS[level].d_max)
+    table = _table(level)
+    if table is not None:
+        return rng.choice(table[target])
     while True:
-        eb, ea = _propose(rng, spec)
-        adj = _adjacency(spec.n, pair_bits, eb)
-        d_b = _dist01(adj)
-        if d_b <= target or d_b < 3:
-            continue
-        for p in ea:
-            i, bj, j, bi = pair_bits[p]
-            adj[i] |= bj
-            adj[j] |= bi
-        d = _dist01(adj)
-        if d != target:
-            continue
-        if d == 1 and not _has_witness(spec, pair_bits, eb, ea, d_b):
-            continue
-        return eb, ea, d, d_b
+        eb, ea = _propose(rng, level)
+        res = _evaluate(level, eb, ea, target)
+        if res is not None:
+            return eb, ea, res[0], res[1]
 
 
 def _road(a: str, b: str) -> tuple[str, str]:
@@ -213,7 +256,7 @@ class GraphPath(TaskFamily):
         spec = _LEVELS[self.check_level(level)]
         names = rng.sample(_TOWNS, spec.n)
         eb, ea, d, d_b = _draw(rng, level)
-        pairs = spec.pairs
+        pairs = _PAIRS[level]
         b_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in eb))
         a_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in ea))
         s, t = names[0], names[1]
@@ -223,7 +266,7 @@ class GraphPath(TaskFamily):
             f"{', '.join(towns)}. Each road joins two towns and can be used both ways; "
             "no road is known to both of you.\n"
         )
-        a_text = _fmt(a_roads)
+        a_text = _fmt(a_roads)  # the oracle message: A's whole road set
         views = {
             "A": (
                 f"{intro}You know these {spec.m_a} roads: {a_text}.\n"
@@ -268,13 +311,14 @@ class GraphPath(TaskFamily):
                 u, v = known.get(a.lower()), known.get(b.lower())
                 if u and v and u != v and _road(u, v) not in own:
                     got.add(_road(u, v))
-        d_own = _bfs(st.b_roads, st.source, st.target)
-        hi = st.d_max if d_own is None else min(st.d_max, d_own - 1)
-        d = _bfs(st.b_roads + tuple(sorted(got)), st.source, st.target) if got else None
-        if d is not None and d <= hi:
-            return str(d)
+        if got:
+            d = _bfs(st.b_roads + tuple(sorted(got)), st.source, st.target)
+            if d is not None and d <= st.d_max:
+                return str(d)
         # Nothing usable received: uniform over the answers B's own view allows
         # (1..d_max, and shorter than B's own route since one of A's roads is on it).
+        d_own = _bfs(st.b_roads, st.source, st.target)
+        hi = st.d_max if d_own is None else min(st.d_max, d_own - 1)
         return str(rng.randint(1, max(hi, 1)))
 
     def skyline_answer(self, task: Task) -> str:
