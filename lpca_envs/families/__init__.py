@@ -4,8 +4,9 @@ from lpca_envs.families.arithmetic import Arithmetic
 from lpca_envs.families.csp import ConstraintSatisfaction
 from lpca_envs.families.graph_path import GraphPath
 from lpca_envs.families.kv_lookup import KVLookup
+from lpca_envs.families.program_synthesis import ProgramSynthesis
 
-__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup"]
+__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup", "ProgramSynthesis"]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
-BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction(), GraphPath()]
+BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction(), GraphPath(), ProgramSynthesis()]
