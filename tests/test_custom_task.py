@@ -82,7 +82,9 @@ def three_views(rng):
 
 
 def test_three_agents_each_holding_a_part():
-    env = custom_env(three_views, lambda a, s: a.strip() == str(s), info_bits=2 * math.log2(10), answerers=["B"])
+    env = custom_env(
+        three_views, lambda a, s: a.strip() == str(s), info_bits=2 * math.log2(10), answerers=["B"]
+    )
     assert env.possible_agents == ["A", "C", "B"]
     obs, _ = env.reset(seed=5)
     assert set(obs) == {"A", "B", "C"}
