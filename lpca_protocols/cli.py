@@ -15,6 +15,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if console.width < 110:  # pipes and CI logs default to 80 columns; tables need ~100
+    console = Console(width=110)
 
 
 @app.command()
@@ -62,7 +64,7 @@ def demo(
         ("info_bits", "right"),
         ("violations", "right"),
     ):
-        table.add_column(col, justify=just, no_wrap=col in ("env", "agents"))  # type: ignore[arg-type]
+        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     for env_id in ids:
         fam = get_family(env_id)
         for level in fam.levels:
