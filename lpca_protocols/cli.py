@@ -84,6 +84,54 @@ def demo(
     console.print(table)
 
 
+@app.command()
+def models() -> None:
+    """List the model zoo: shape, size on disk and whether each model is converted yet."""
+    from lpca_models import zoo  # light: no torch import until a model is converted
+
+    root = zoo.cache_root()
+    table = Table(title="LPCA models", caption=f"cache: {root} (set {zoo.CACHE_ENV} to move it)")
+    for col, just in (
+        ("id", "left"),
+        ("description", "left"),
+        ("layers", "right"),
+        ("hidden", "right"),
+        ("vocab", "right"),
+        ("size", "right"),
+        ("cached", "left"),
+        ("source", "left"),
+    ):
+        wraps = col in ("description", "source")
+        table.add_column(
+            col,
+            justify=just,  # type: ignore[arg-type]
+            no_wrap=not wraps,
+            overflow="fold" if col == "source" else "ellipsis",  # a package name has no spaces
+        )
+    for spec in zoo.list_models():
+        path = zoo.cached_path(spec.id, root)
+        if path is not None:
+            size = f"{sum(f.stat().st_size for f in path.iterdir()) / 2**20:.0f} MB"
+        else:
+            size = f"~{spec.approx_mb} MB"
+        if spec.packages:
+            n_more = len(spec.packages) - 1
+            source = spec.packages[0] + (f" (+{n_more} parts)" if n_more else "")
+        else:
+            source = "seeded random"
+        table.add_row(
+            spec.id,
+            spec.description,
+            str(spec.n_layers),
+            str(spec.hidden_size),
+            str(spec.vocab_size),
+            size,
+            "yes" if path is not None else "no",
+            source,
+        )
+    console.print(table)
+
+
 def main() -> None:
     app()
 
