@@ -118,6 +118,26 @@ class Backend(ABC):
     ) -> list[Generation]:
         """Continue each prompt (batched, left-padded); greedy batched == greedy unbatched."""
 
+    def resume(
+        self, hidden: np.ndarray, layer: int, *, logits: str = "last", capture: Sequence[int] = ()
+    ) -> Forward:
+        """Run blocks ``layer+1 .. L`` from the residual stream `hidden` (``[T, d]``) after block `layer`.
+
+        This is the receiving half of a split forward: the sender ran blocks
+        ``1..layer`` and shipped the states. Implemented as a forward over
+        placeholder tokens whose stream is replaced at `layer` at every position;
+        the placeholder work below `layer` is wasted but exact.
+        """
+        (layer,) = self._check_layers([layer])
+        h = self._check_vectors(hidden, "resumed hidden states")
+        h = h[None] if h.ndim == 1 else h
+        if layer == 0:
+            return self.forward([], prefix=h, logits=logits, capture=capture)
+        placeholder = [0] * len(h)
+        return self.forward(
+            placeholder, inject=[Injection(layer, h, positions=None)], logits=logits, capture=capture
+        )
+
     @abstractmethod
     def embed(self, ids: Sequence[int]) -> np.ndarray: ...
 

@@ -239,3 +239,13 @@ def test_unknown_model_and_backend():
         lpca_models.load("gpt-17")
     with pytest.raises(ModelError, match="backend must be one of"):
         lpca_models.load("tiny-random-llama", backend="jax")
+
+
+@pytest.mark.parametrize("model_id", ["tiny-random-gemma3", "smollm2-135m"])
+def test_resume_from_a_late_layer_matches_the_full_forward(model_id):
+    b = load(model_id)
+    ids = prompt_ids(b)
+    for layer in (0, b.info.n_layers // 2, b.info.n_layers - 1):
+        full = b.forward(ids, capture=[layer], logits="all")
+        resumed = b.resume(full.hidden[layer], layer, logits="all")
+        assert np.abs(resumed.logits - full.logits).max() <= 1e-4, layer
