@@ -234,6 +234,16 @@ class TorchBackend(Backend):
             raise ConditioningError(
                 f"this backend imports caches of all {self.info.n_layers} layers; got layers {past.layers}"
             )
+        cfg = self.model.config.get_text_config()
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        for i, (k, v) in enumerate(zip(past.keys, past.values)):
+            k, v = np.asarray(k), np.asarray(v)
+            if k.ndim != 3 or k.shape != v.shape or k.shape[0] != heads or k.shape[2] != head_dim:
+                raise ConditioningError(
+                    f"KV cache layer {i}: expected keys/values of shape [{heads}, T, {head_dim}], "
+                    f"got {k.shape} and {v.shape}"
+                )
         cache = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(zip(past.keys, past.values)):
             kt = torch.as_tensor(k, dtype=self._dtype, device=self.device)[None]
@@ -268,7 +278,8 @@ class TorchBackend(Backend):
         """Input embeddings of one prompt with its conditioning, its injections, its token count."""
         before, after = self._split_prompt(cond.text + prompt)
         pre = self._check_prefix(cond.prefix)
-        ids_a = self._prompt_ids(before)
+        # A continuation of a cached prefix must not restart the sequence with BOS.
+        ids_a = self.tokenize(before) if cond.past is not None else self._prompt_ids(before)
         ids_b = self.tokenize(after) if after is not None else []
         parts = [self._embed(ids_a)] if ids_a else []
         if pre is not None:

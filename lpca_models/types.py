@@ -52,9 +52,10 @@ class Injection:
 class KVCache:
     """A model's attention cache, exported as arrays.
 
-    ``keys[i]`` and ``values[i]`` are ``[n_kv_heads, length, head_dim]`` for layer
-    ``layers[i]`` (0-based transformer blocks). Only a cache with the receiving
-    model's ``fingerprint`` can be imported.
+    ``keys[i]`` and ``values[i]`` are ``[n_kv_heads, T_i, head_dim]`` for layer
+    ``layers[i]`` (0-based transformer blocks): ``T_i == length`` for full-attention
+    layers; sliding-window layers (Gemma-3) may hold only their last ``window - 1``
+    positions. Only a cache with the receiving model's ``fingerprint`` can be imported.
     """
 
     keys: tuple[np.ndarray, ...]
