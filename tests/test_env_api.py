@@ -100,7 +100,7 @@ def test_multistep_determinism(env_id, reseed_each):
     assert a == b
     # different seeds give different tasks
     ids_a = [t.task_id for t, _, _ in a]
-    assert len(set(ids_a)) > len(ids_a) * 0.9
+    assert len(set(ids_a)) > len(ids_a) * 0.5  # small task spaces (SecretRelay: 512) repeat a few
     c = _trajectory(lpca_envs.make(env_id, level=level), [s + 1000 for s in seeds], reseed_each)
     assert [t.task_id for t, _, _ in c] != ids_a
 

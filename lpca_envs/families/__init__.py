@@ -5,8 +5,16 @@ from lpca_envs.families.csp import ConstraintSatisfaction
 from lpca_envs.families.graph_path import GraphPath
 from lpca_envs.families.kv_lookup import KVLookup
 from lpca_envs.families.program_synthesis import ProgramSynthesis
+from lpca_envs.families.relay import SecretRelay
 
-__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup", "ProgramSynthesis"]
+__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup", "ProgramSynthesis", "SecretRelay"]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
-BUILTIN_FAMILIES = [Arithmetic(), KVLookup(), ConstraintSatisfaction(), GraphPath(), ProgramSynthesis()]
+BUILTIN_FAMILIES = [
+    Arithmetic(),
+    KVLookup(),
+    ConstraintSatisfaction(),
+    GraphPath(),
+    ProgramSynthesis(),
+    SecretRelay(),
+]

@@ -1,0 +1,98 @@
+"""Secret relay: A holds one or more secret words, B must say them.
+
+The simplest split-information task: nothing to compute, only to carry. It is the
+family where even a 135M-parameter model's text ceiling sits clearly above its
+no-communication floor, so every channel can be told apart from chance on it.
+
+info_bits: the secrets are drawn uniformly and independently from a public list
+of V candidate words per slot, so what must cross is ``n * log2(V)`` bits.
+
+| level | secrets | candidates per secret | chance |
+|-------|---------|-----------------------|--------|
+| 0     | 1 colour | 8                    | 1/8    |
+| 1     | colour + animal | 8 each        | 1/64   |
+| 2     | colour + animal + fruit | 8 each | 1/512 |
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lpca_envs.messages import Budget
+from lpca_envs.task import Task, TaskFamily, Utterance, Verdict
+
+SLOTS = (
+    ("colour", ("red", "green", "blue", "yellow", "purple", "orange", "black", "white")),
+    ("animal", ("cat", "dog", "horse", "rabbit", "fox", "owl", "frog", "goat")),
+    ("fruit", ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum")),
+)
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayVerifier:
+    """Every slot's word must appear, and no other candidate of that slot."""
+
+    secrets: tuple[tuple[str, str], ...]  # (slot, word)
+
+    def check(self, answer: str) -> Verdict:
+        words = set(_WORD.findall(answer.lower()))
+        wrong = []
+        for slot, word in self.secrets:
+            cands = dict(SLOTS)[slot]
+            said = words & set(cands)
+            if said != {word}:
+                wrong.append(f"{slot}: {sorted(said) or 'none'}")
+        if not wrong:
+            return Verdict(True, 1.0, "correct")
+        return Verdict(False, 0.0, "wrong " + ", ".join(wrong))
+
+
+class SecretRelay(TaskFamily):
+    name = "SecretRelay"
+    description = "A holds secret words (a colour, an animal, a fruit); B must say them."
+    info_bits_doc = "n*log2(8): n secret words, each uniform over 8 public candidates"
+    levels = (0, 1, 2)
+
+    def default_budget(self, level: int) -> Budget:
+        return Budget(max_rounds=1)
+
+    def sample(self, rng: random.Random, level: int) -> Task:
+        n = self.check_level(level) + 1
+        secrets = tuple((slot, rng.choice(cands)) for slot, cands in SLOTS[:n])
+        said = ", ".join(f"the secret {slot} is {w}" for slot, w in secrets)
+        options = "; ".join(f"{slot}: one of {', '.join(c)}" for slot, c in SLOTS[:n])
+        slots = " and ".join(f"secret {slot}" for slot, _ in secrets)
+        views = {
+            "A": f"You know: {said}.\nYour partner must say it but does not know it.",
+            "B": f"Your partner knows the {slots}. What is it? ({options}). Answer with the word(s) only.",
+        }
+        oracle_text = "; ".join(f"{slot}: {w}" for slot, w in secrets)
+        return Task(
+            family=self.name,
+            level=level,
+            views=views,
+            answerers=("B",),
+            info_bits=n * math.log2(8),
+            verifier=RelayVerifier(secrets),
+            oracle=(Utterance(1, "A", ("B",), oracle_text),),
+            reference=" ".join(w for _, w in secrets),
+            info_detail={"secrets": n, "candidates": 8},
+            state=secrets,
+        )
+
+    def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
+        words = set(_WORD.findall(" ".join(received).lower()))
+        out = []
+        for slot, _ in task.state:
+            cands = dict(SLOTS)[slot]
+            heard = [c for c in cands if c in words]
+            out.append(heard[0] if len(heard) == 1 else rng.choice(cands))
+        return " ".join(out)
+
+    def skyline_answer(self, task: Task) -> str:
+        return " ".join(w for _, w in task.state)
