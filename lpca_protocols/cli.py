@@ -49,12 +49,8 @@ def demo(
     known = set(list_envs())
     bad = [i for i in ids if i not in known]
     if bad:
-        raise typer.BadParameter(
-            f"unknown env id(s) {bad}; known ids: {sorted(known)}", param_hint="--env"
-        )
-    table = Table(
-        title=f"Scripted agents, {episodes} episodes per row (seeds {seed}..{seed + episodes - 1})"
-    )
+        raise typer.BadParameter(f"unknown env id(s) {bad}; known ids: {sorted(known)}", param_hint="--env")
+    table = Table(title=f"Scripted agents, {episodes} episodes per row (seeds {seed}..{seed + episodes - 1})")
     for col, just in (
         ("env", "left"),
         ("level", "right"),
@@ -130,6 +126,112 @@ def models() -> None:
             source,
         )
     console.print(table)
+
+
+@app.command()
+def channels() -> None:
+    """List the registered communication channels (built-in and plugins)."""
+    from lpca_protocols import plugins
+
+    table = Table(title="LPCA channels")
+    table.add_column("name", no_wrap=True)
+    for col in ("needs", "rounds", "options", "from", "what"):
+        table.add_column(col)
+    for name, cls in sorted(plugins.channels().items()):
+        opts = ", ".join(f"{k}={f.default!r}" for k, f in cls.Options.model_fields.items())
+        origin = "built-in" if cls.__module__.startswith("lpca_protocols.") else cls.__module__.split(".")[0]
+        try:
+            rounds = str(cls().rounds)
+        except Exception:  # a channel whose defaults need options
+            rounds = "?"
+        table.add_row(name, cls.requires.value, rounds, opts or "-", origin, cls.description)
+    console.print(table)
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, object]:
+    import json
+
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--opt")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def run(
+    env: str = typer.Option(..., "--env", help="Environment id, e.g. lpca/SecretRelay-v0 (see `lpca envs`)."),
+    channel: str = typer.Option(..., "--channel", help="Channel name (see `lpca channels`)."),
+    model: str = typer.Option("smollm2-135m", help="Zoo model id (see `lpca models`)."),
+    episodes: int = typer.Option(50, min=1, help="Episodes (seeds seed..seed+episodes-1)."),
+    level: int = typer.Option(0, help="Task difficulty level."),
+    seed: int = typer.Option(0, help="First episode seed."),
+    budget_bits: int = typer.Option(None, "--budget-bits", min=0, help="Max bits per message."),
+    episode_bits: int = typer.Option(None, "--episode-bits", min=0, help="Max bits per episode."),
+    rounds: int = typer.Option(None, min=0, help="Message rounds (default: what the channel needs)."),
+    opt: list[str] = typer.Option(None, "--opt", help="Channel option key=value (repeatable)."),
+    backend: str = typer.Option("torch", help="torch or mlx."),
+    batch_size: int = typer.Option(8, min=1, help="Episodes per batched model call."),
+    out: str = typer.Option("runs", help="Directory that receives the run directory."),
+) -> None:
+    """Run episodes of one (env, channel, model, budget) and print success, bits, tokens and time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from lpca_envs.errors import LPCAError
+    from lpca_protocols.runner import run as run_episodes
+
+    options = _parse_options(opt)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{env} / {channel}", total=episodes)
+            result = run_episodes(
+                env,
+                channel,
+                model,
+                out_dir=out,
+                level=level,
+                episodes=episodes,
+                seed=seed,
+                channel_options=options,
+                budget_bits_per_message=budget_bits,
+                budget_bits_per_episode=episode_bits,
+                rounds=rounds,
+                backend=backend,
+                batch_size=batch_size,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+    except (LPCAError, KeyError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    s = result.summary
+    table = Table(title=f"{env} level {level} / {s['channel']} / {model}")
+    for col in ("success", "95% CI", "bits/episode", "x info_bits", "tokens", "time/episode", "violations"):
+        table.add_column(col, justify="right")
+    lo, hi = s["ci95"]
+    ratio = s["mean_bits"] / s["mean_info_bits"] if s["mean_info_bits"] else float("nan")
+    table.add_row(
+        f"{s['success_rate']:.1%} ({s['successes']}/{s['episodes']})",
+        f"[{lo:.1%}, {hi:.1%}]",
+        f"{s['mean_bits']:.0f}",
+        f"{ratio:.1f}x",
+        f"{s['mean_tokens_generated']:.0f}",
+        f"{s['mean_time_s']:.2f}s",
+        str(s["violations"]),
+    )
+    console.print(table)
+    console.print(f"run directory: {result.run_dir}")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Built-in channels, one file each; `builtin` registers them through the plugin hook."""

@@ -1,0 +1,26 @@
+"""Registers the built-in channels through the same hook third-party plugins use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lpca_protocols.hookspecs import hookimpl
+
+
+@hookimpl
+def register_channels(register: Callable[[type], None]) -> None:
+    from lpca_protocols.channels.none import NoneChannel
+    from lpca_protocols.channels.retrieval import RetrievalChannel
+    from lpca_protocols.channels.structured import StructuredChannel
+    from lpca_protocols.channels.summary import SummaryChannel
+    from lpca_protocols.channels.text import TextBudgetChannel, TextChannel
+
+    for cls in (
+        NoneChannel,
+        TextChannel,
+        TextBudgetChannel,
+        SummaryChannel,
+        RetrievalChannel,
+        StructuredChannel,
+    ):
+        register(cls)

@@ -1,0 +1,331 @@
+"""The episode runner: (env, channel, model, budget, seeds) -> one record per episode, in a run directory.
+
+Episodes run in batches in lockstep: every agent of every episode in a batch is
+served by one backend call per phase, so one model instance serves all agents.
+Per-episode wall times are the batch's phase time divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lpca_envs
+from lpca_envs import Budget, Message
+from lpca_envs.errors import LPCAError
+from lpca_models.agents import LMAgent, extract_answer
+from lpca_protocols.channel import AgentContext, Channel, ChannelError, Requirement
+from lpca_protocols.plugins import make_channel
+
+
+class RunError(LPCAError, ValueError):
+    """A run was configured with bad or incompatible arguments."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's episodes (timings aside)."""
+
+    env_id: str
+    channel: str
+    model: str
+    level: int = 0
+    episodes: int = 50
+    seed: int = 0
+    channel_options: dict[str, Any] = field(default_factory=dict)
+    budget_bits_per_message: int | None = None
+    budget_bits_per_episode: int | None = None
+    rounds: int | None = None
+    backend: str = "torch"
+    batch_size: int = 8
+    max_new_tokens: int = 24
+    """Longest answer, in tokens (channels set their own message lengths)."""
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    run_dir: Path | None
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def validate(cfg: RunConfig) -> tuple[Channel, Budget, Any]:
+    if cfg.env_id not in lpca_envs.list_envs():
+        raise RunError(f"unknown env id {cfg.env_id!r}; known ids: {', '.join(lpca_envs.list_envs())}")
+    family = lpca_envs.get_family(cfg.env_id)
+    if cfg.level not in family.levels:
+        raise RunError(f"{cfg.env_id}: level must be one of {list(family.levels)}, got {cfg.level!r}")
+    for name in ("episodes", "batch_size", "max_new_tokens"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise RunError(f"{name} must be an int >= 1, got {v!r}")
+    channel = make_channel(cfg.channel, **cfg.channel_options)
+    base = family.default_budget(cfg.level)
+    rounds = cfg.rounds if cfg.rounds is not None else max(base.max_rounds, channel.rounds)
+    if rounds < channel.rounds:
+        raise RunError(f"channel {cfg.channel!r} needs {channel.rounds} rounds; the budget allows {rounds}")
+    try:
+        budget = Budget(cfg.budget_bits_per_message, cfg.budget_bits_per_episode, rounds)
+    except LPCAError as e:
+        raise RunError(str(e)) from None
+    return channel, budget, family
+
+
+def check_requirements(channel: Channel, sender: Any, receiver: Any) -> None:
+    """Refuse a channel whose needs the agents' models cannot meet."""
+    for who, agent in (("sender", sender), ("receiver", receiver)):
+        if not isinstance(agent, LMAgent):
+            raise ChannelError(
+                f"channel {channel.name!r} needs a language-model {who}, got {type(agent).__name__}"
+            )
+    if channel.requires is Requirement.WHITE_BOX_SAME_MODEL:
+        a, b = sender.backend.info.fingerprint, receiver.backend.info.fingerprint
+        if a != b:
+            raise ChannelError(
+                f"channel {channel.name!r} needs sender and receiver to be the same model; got "
+                f"{sender.backend.info.name} and {receiver.backend.info.name}"
+            )
+
+
+def run(
+    env_id: str,
+    channel: str,
+    model: str,
+    *,
+    out_dir: str | Path | None = "runs",
+    agent: LMAgent | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run `episodes` seeded episodes of `env_id` with `channel` on `model` and record each one.
+
+    `options` are `RunConfig` fields (level, episodes, seed, channel_options,
+    budget_bits_per_message, budget_bits_per_episode, rounds, backend, batch_size,
+    max_new_tokens). Pass a ready `agent` to reuse a loaded model across runs.
+    """
+    unknown = set(options) - set(RunConfig.__dataclass_fields__)
+    if unknown:
+        raise RunError(
+            f"unknown run option(s) {sorted(unknown)}; known: {sorted(RunConfig.__dataclass_fields__)}"
+        )
+    cfg = RunConfig(env_id, channel, model, **options)
+    chan, budget, family = validate(cfg)
+    if agent is None:
+        import lpca_models
+
+        agent = LMAgent(lpca_models.load(model, backend=cfg.backend), max_new_tokens=cfg.max_new_tokens)
+    check_requirements(chan, agent, agent)
+    run_dir = _open_run_dir(out_dir, cfg) if out_dir is not None else None
+    records: list[dict[str, Any]] = []
+    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    envs = [
+        lpca_envs.make(env_id, level=cfg.level, budget=budget) for _ in range(min(cfg.batch_size, len(seeds)))
+    ]
+    for start in range(0, len(seeds), cfg.batch_size):
+        batch = seeds[start : start + cfg.batch_size]
+        recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, cfg.max_new_tokens)
+        records.extend(recs)
+        if run_dir is not None:
+            with open(run_dir / "episodes.jsonl", "a") as f:
+                for r in recs:
+                    f.write(json.dumps(r) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        if progress is not None:
+            progress(len(records), len(seeds))
+    summary = summarize(records)
+    summary.update(channel=chan.describe(), env_id=env_id, level=cfg.level, model=model)
+    if run_dir is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return RunResult(cfg, records, summary, run_dir)
+
+
+def _run_batch(
+    envs: list, seeds: list[int], chan: Channel, agent: LMAgent, family: str, max_answer_tokens: int
+) -> list[dict[str, Any]]:
+    n = len(envs)
+    obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
+    tasks = [env.task for env in envs]
+    ctxs: list[dict[str, AgentContext]] = []
+    for env, task, ob in zip(envs, tasks, obs):
+        answerer = task.answerers[0]
+        holders = [a for a in env.possible_agents if a not in task.answerers]
+        row = {}
+        for a in env.possible_agents:
+            peer = answerer if a != answerer else (holders[0] if holders else a)
+            row[a] = AgentContext(
+                a, ob[a]["view"], task, family, 0, env.budget, agent, peer, is_answerer=a in task.answerers
+            )
+        ctxs.append(row)
+    phase = {"sender": 0.0, "channel": 0.0, "receiver": 0.0}
+    tokens = [0] * n
+    prompt_tokens = [0] * n
+    passes = [0] * n
+    gen0 = agent.backend.timing.generated_tokens, agent.backend.timing.prompt_tokens
+    messages: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for r in range(1, chan.rounds + 1):
+        flat = [(i, c) for i in range(n) for c in ctxs[i].values()]
+        for _, c in flat:
+            c.round = r
+        t = time.perf_counter()
+        before = agent.backend.timing.forward_passes
+        sent = chan.send([c for _, c in flat])
+        phase["sender"] += time.perf_counter() - t
+        calls = agent.backend.timing.forward_passes - before
+        t = time.perf_counter()
+        actions: list[dict[str, Any]] = [{} for _ in range(n)]
+        for (i, c), msg in zip(flat, sent):
+            if msg is not None:
+                if not isinstance(msg, Message):
+                    raise ChannelError(
+                        f"channel {chan.name!r} returned {type(msg).__name__}, expected Message or None"
+                    )
+                actions[i][c.name] = {"message": msg}
+                c.sent.append(msg)
+                passes[i] += calls
+        for i, env in enumerate(envs):
+            if not env.agents:
+                continue
+            ob, *_ = env.step(actions[i])
+            for a, o in ob.items():
+                ctxs[i][a].received.extend(o["inbox"])
+            for a, act in actions[i].items():
+                m = act["message"]
+                delivered = any(d.message is m for d in env.transcript)
+                messages[i].append(
+                    {"round": r, "sender": a, "bits": m.bits, "kind": m.kind, "delivered": delivered}
+                )
+        phase["channel"] += time.perf_counter() - t
+    answer_ctxs = [(i, ctxs[i][a]) for i in range(n) for a in tasks[i].answerers if envs[i].agents]
+    t = time.perf_counter()
+    conds = chan.receive([c for _, c in answer_ctxs])
+    phase["channel"] += time.perf_counter() - t
+    t = time.perf_counter()
+    turns = [agent.answer_turn(family, c.view, cond) for (_, c), cond in zip(answer_ctxs, conds)]
+    gens = agent.run(turns, max_new_tokens=max_answer_tokens)
+    phase["receiver"] += time.perf_counter() - t
+    answers: dict[int, str] = {}
+    for (i, c), g in zip(answer_ctxs, gens):
+        answers[i] = extract_answer(g.text)
+        envs[i].step({c.name: {"answer": answers[i]}})
+        passes[i] += g.forward_passes
+    gen1 = agent.backend.timing.generated_tokens - gen0[0], agent.backend.timing.prompt_tokens - gen0[1]
+    for i in range(n):
+        tokens[i] = gen1[0] // n
+        prompt_tokens[i] = gen1[1] // n
+    out = []
+    for i, (env, task, s) in enumerate(zip(envs, tasks, seeds)):
+        v = env.verdict
+        out.append(
+            {
+                "task_id": task.task_id,
+                "seed": s,
+                "success": bool(v and v.success),
+                "score": v.score if v else 0.0,
+                "detail": v.detail if v else "no answer",
+                "answer": answers.get(i),
+                "messages": messages[i],
+                "bits": env.episode_bits,
+                "info_bits": task.info_bits,
+                "tokens_generated": tokens[i],
+                "prompt_tokens": prompt_tokens[i],
+                "forward_passes": passes[i],
+                "time_sender_s": phase["sender"] / n,
+                "time_channel_s": phase["channel"] / n,
+                "time_receiver_s": phase["receiver"] / n,
+                "violations": [vi.as_dict() for vi in env.violations],
+            }
+        )
+    return out
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    k = sum(r["success"] for r in records)
+    lo, hi = wilson(k, n)
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in records) / n if n else 0.0
+
+    return {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci95": [lo, hi],
+        "mean_bits": mean("bits"),
+        "mean_info_bits": mean("info_bits"),
+        "mean_tokens_generated": mean("tokens_generated"),
+        "mean_prompt_tokens": mean("prompt_tokens"),
+        "mean_time_s": sum(r["time_sender_s"] + r["time_channel_s"] + r["time_receiver_s"] for r in records)
+        / n
+        if n
+        else 0.0,
+        "violations": sum(len(r["violations"]) for r in records),
+    }
+
+
+def _open_run_dir(out_dir: str | Path, cfg: RunConfig) -> Path:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{cfg.env_id.replace('/', '_')}-{cfg.channel}-{cfg.key()}"
+    d = Path(out_dir) / name
+    d.mkdir(parents=True, exist_ok=False)
+    (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    (d / "meta.json").write_text(json.dumps({"git_commit": _git_commit(), "versions": _versions()}, indent=2))
+    (d / "episodes.jsonl").touch()
+    return d
+
+
+def _git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in (
+        "lpca",
+        "torch",
+        "transformers",
+        "mlx",
+        "mlx-lm",
+        "numpy",
+        "pettingzoo",
+        "gymnasium",
+        "pluggy",
+    ):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[pkg] = importlib.metadata.version(pkg)
+    return out
