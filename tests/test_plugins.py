@@ -96,7 +96,8 @@ def test_installed_package_is_discovered_and_runs(installed_example, tmp_path):
     assert out.returncode == 0 and "first-line" in out.stdout, out.stderr
     code = f"""
         from lpca_protocols.runner import run
-        r = run("lpca/SecretRelay-v0", "first-line", "tiny-random-llama", episodes=3, out_dir={str(tmp_path)!r})
+        r = run("lpca/SecretRelay-v0", "first-line", "tiny-random-llama", episodes=3,
+                out_dir={str(tmp_path)!r})
         print(r.summary["mean_bits"], r.run_dir)
     """
     out = run_py(code)
