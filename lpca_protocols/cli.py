@@ -40,11 +40,59 @@ def envs() -> None:
 
 @app.command()
 def demo(
-    episodes: int = typer.Option(200, min=1, help="Episodes per (env, level, agents) cell."),
-    env: list[str] = typer.Option(None, "--env", help="Restrict to these env ids (repeatable)."),
-    seed: int = typer.Option(0, help="First episode seed."),
+    episodes: int = typer.Option(20, min=1, help="Episodes per (env, level, protocol) cell."),
+    model: str = typer.Option("smollm2-135m", help="Zoo model id."),
+    backend: str = typer.Option("torch", help="torch or mlx."),
+    scripted: bool = typer.Option(
+        False, "--scripted", help="Only the scripted agents, on every environment."
+    ),
+    env: list[str] = typer.Option(None, "--env", help="With --scripted: restrict to these env ids."),
+    seed: int = typer.Option(0, help="With --scripted: first episode seed."),
 ) -> None:
-    """Run every environment with the scripted agents (silent, oracle, skyline)."""
+    """The main job: text baselines P0/P1/P2/P5 on a real model beside the scripted floor and ceiling."""
+    if scripted:
+        _scripted_demo(episodes, env, seed)
+        return
+    from lpca_protocols.demo import run_demo
+
+    table = Table(title=f"LPCA demo: {model} ({backend}), {episodes} seeded episodes per row")
+    for col in (
+        "env",
+        "level",
+        "protocol",
+        "success",
+        "95% CI",
+        "bits/episode",
+        "info_bits",
+        "tokens",
+        "s/episode",
+    ):
+        table.add_column(col, justify="left" if col in ("env", "protocol") else "right", no_wrap=True)
+    last = [None]
+
+    def add(row: object) -> None:
+        if last[0] is not None and last[0] != (row.env_id, row.level):  # type: ignore[attr-defined]
+            table.add_section()
+        last[0] = (row.env_id, row.level)  # type: ignore[attr-defined]
+        r = row  # type: ignore[assignment]
+        table.add_row(
+            r.env_id,
+            str(r.level),
+            r.protocol,
+            f"{r.success:.0%}",
+            f"[{r.ci95[0]:.0%}, {r.ci95[1]:.0%}]",
+            f"{r.mean_bits:.0f}",
+            f"{r.info_bits:.1f}",
+            f"{r.tokens:.0f}",
+            f"{r.time_s:.2f}",
+        )
+        console.print(f"  {r.env_id} L{r.level} {r.protocol}: {r.success:.0%}", highlight=False)
+
+    run_demo(model=model, episodes=episodes, backend=backend, on_row=add)
+    console.print(table)
+
+
+def _scripted_demo(episodes: int, env: list[str] | None, seed: int) -> None:
     ids = env or list_envs()
     known = set(list_envs())
     bad = [i for i in ids if i not in known]

@@ -20,7 +20,7 @@ def test_envs_lists_every_id():
 
 def test_demo_prints_floor_and_ceiling():
     res = runner.invoke(
-        app, ["demo", "--episodes", "20", "--env", "lpca/Arithmetic-v0"], env={"COLUMNS": "200"}
+        app, ["demo", "--scripted", "--episodes", "20", "--env", "lpca/Arithmetic-v0"], env={"COLUMNS": "200"}
     )
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if "lpca/Arithmetic-v0" in ln]
@@ -30,7 +30,7 @@ def test_demo_prints_floor_and_ceiling():
 
 
 def test_demo_rejects_bad_options():
-    res = runner.invoke(app, ["demo", "--env", "lpca/Nope-v0"])
+    res = runner.invoke(app, ["demo", "--scripted", "--env", "lpca/Nope-v0"])
     assert res.exit_code == 2 and "unknown env id" in res.output
     res = runner.invoke(app, ["demo", "--episodes", "0"])
     assert res.exit_code == 2
