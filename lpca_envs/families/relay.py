@@ -65,11 +65,12 @@ class SecretRelay(TaskFamily):
         n = self.check_level(level) + 1
         secrets = tuple((slot, rng.choice(cands)) for slot, cands in SLOTS[:n])
         said = ", ".join(f"the secret {slot} is {w}" for slot, w in secrets)
-        options = "; ".join(f"{slot}: one of {', '.join(c)}" for slot, c in SLOTS[:n])
-        slots = " and ".join(f"secret {slot}" for slot, _ in secrets)
+        slots = " and the ".join(f"secret {slot}" for slot, _ in secrets)
+        # The candidate lists are public (module docstring) but not repeated in the view:
+        # small models copy lists they are shown instead of answering.
         views = {
             "A": f"You know: {said}.\nYour partner must say it but does not know it.",
-            "B": f"Your partner knows the {slots}. What is it? ({options}). Answer with the word(s) only.",
+            "B": f"Your partner knows the {slots}. What is the {slots}? Reply with the word only.",
         }
         oracle_text = "; ".join(f"{slot}: {w}" for slot, w in secrets)
         return Task(
