@@ -36,6 +36,11 @@ __version__ = "0.1.0"
 
 for _family in BUILTIN_FAMILIES:
     register_family(_family)
+
+from lpca_envs.code import CODE_FAMILIES  # noqa: E402  (registered after the synthetic families)
+
+for _family in CODE_FAMILIES:
+    register_family(_family, max_answer_chars=4096)  # code answers are longer than the 1024 default
 del _family
 
 __all__ = [

@@ -226,8 +226,19 @@ def run(
     backend: str = typer.Option("torch", help="torch or mlx."),
     batch_size: int = typer.Option(8, min=1, help="Episodes per batched model call."),
     out: str = typer.Option("runs", help="Directory that receives the run directory."),
+    sandbox: str = typer.Option(
+        None, help="Code tasks: docker, bwrap or process (default: docker, else bwrap)."
+    ),
 ) -> None:
     """Run episodes of one (env, channel, model, budget) and print success, bits, tokens and time."""
+    if sandbox is not None:
+        if sandbox not in ("docker", "bwrap", "process"):
+            raise typer.BadParameter(
+                f"expected docker, bwrap or process, got {sandbox!r}", param_hint="--sandbox"
+            )
+        import os
+
+        os.environ["LPCA_SANDBOX"] = sandbox
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from lpca_envs.errors import LPCAError

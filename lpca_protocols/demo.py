@@ -23,8 +23,8 @@ CELLS: tuple[tuple[str, int], ...] = (
 PROTOCOLS: tuple[tuple[str, str, dict[str, Any], int | None], ...] = (
     ("P0 none", "none", {}, None),
     ("P1 text", "text", {}, None),
-    ("P2 text-budget 32b", "text-budget", {}, 32),
     ("P2 text-budget 128b", "text-budget", {}, 128),
+    ("P2 text-budget 256b", "text-budget", {}, 256),
     ("P5 structured", "structured", {}, None),
 )
 

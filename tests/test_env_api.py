@@ -10,7 +10,18 @@ from pettingzoo.test import parallel_api_test
 import lpca_envs
 from lpca_envs import Message, SplitInfoEnv, UnknownEnvError, play_episode
 
-ENV_LEVELS = [(i, lv) for i in lpca_envs.list_envs() for lv in lpca_envs.get_family(i).levels]
+_NO_SANDBOX = lpca_envs.code.sandbox_unavailable_reason()
+
+
+def _param(env_id, level=None):
+    needs_sandbox = hasattr(lpca_envs.get_family(env_id), "episodes_for_generic_tests")
+    marks = [pytest.mark.skip(reason=f"no sandbox: {_NO_SANDBOX}")] if needs_sandbox and _NO_SANDBOX else []
+    return (
+        pytest.param(env_id, level, marks=marks) if level is not None else pytest.param(env_id, marks=marks)
+    )
+
+
+ENV_LEVELS = [_param(i, lv) for i in lpca_envs.list_envs() for lv in lpca_envs.get_family(i).levels]
 
 
 def episodes(env_id, default):
