@@ -49,7 +49,7 @@ def main() -> None:
     agent = LMAgent(lpca_models.load(cfg.model))
     run(cfg.env_id, "none", cfg.model, agent=agent, out_dir=None, episodes=2)  # warm-up
     print(
-        f"| channel | batch 1 eps/s | batch 8 eps/s | speedup | success (b1 / b8) |\n|---|---:|---:|---:|---|"
+        "| channel | batch 1 eps/s | batch 8 eps/s | speedup | success (b1 / b8) |\n|---|---:|---:|---:|---|"
     )
     for channel in ("none", "text"):
         e1, s1 = measure(agent, cfg, channel, 1)
