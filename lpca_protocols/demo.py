@@ -25,7 +25,7 @@ PROTOCOLS: tuple[tuple[str, str, dict[str, Any], int | None], ...] = (
     ("P1 text", "text", {}, None),
     ("P2 text-budget 128b", "text-budget", {}, 128),
     ("P2 text-budget 256b", "text-budget", {}, 256),
-    ("P5 structured", "structured", {}, None),
+    ("P5 structured", "structured", {"max_new_tokens": 64}, None),
 )
 
 
