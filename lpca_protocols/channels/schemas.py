@@ -29,6 +29,10 @@ class ProgramFacts(_Schema):
     steps: list[str] = Field(description="each step of the program, e.g. 'sort' or 'map add ?'")
 
 
+class RelayFacts(_Schema):
+    secrets: dict[str, str] = Field(description="kind of secret -> the secret word")
+
+
 class GenericFacts(_Schema):
     facts: list[str] = Field(description="each relevant fact, short")
 
@@ -39,6 +43,7 @@ SCHEMAS: dict[str, tuple[type[_Schema], str]] = {
     "ConstraintSatisfaction": (ConstraintFacts, '{"constraints": ["x + y = 5", "y is odd"]}'),
     "GraphPath": (GraphPathFacts, '{"roads": [["Riga", "Rome"], ["Rome", "Oslo"]]}'),
     "ProgramSynthesis": (ProgramFacts, '{"steps": ["sort", "map add ?"]}'),
+    "SecretRelay": (RelayFacts, '{"secrets": {"colour": "red"}}'),
 }
 
 
