@@ -293,6 +293,11 @@ def run(
     console.print(f"run directory: {result.run_dir}")
 
 
+from lpca_protocols.wire.serve_cli import serve  # noqa: E402  (light: imports models lazily)
+
+app.command()(serve)
+
+
 def main() -> None:
     app()
 
