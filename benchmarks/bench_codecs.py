@@ -225,11 +225,11 @@ def train_learned(cfg: Config, train: np.ndarray, layer: int) -> dict[str, codec
         p = dict(params)
         meta = {"layer": str(layer), "model": cfg.model}
         if kind == "vq":
-            cb = learned.train_vq(train, p["group"], p["size"], epochs=4, meta=meta)
+            cb = learned.train_vq(train, p["group"], p["size"], epochs=2, meta=meta)
         elif kind == "rvq":
-            cb = learned.train_vq(train, p["group"], p["size"], stages=p["stages"], epochs=4, meta=meta)
+            cb = learned.train_vq(train, p["group"], p["size"], stages=p["stages"], epochs=2, meta=meta)
         elif kind == "fsq":
-            cb = learned.train_fsq(train, p["group"], p["levels"], steps=800, meta=meta)
+            cb = learned.train_fsq(train, p["group"], p["levels"], steps=3000, lr=1e-2, meta=meta)
         else:
             cb = learned.train_pq(train, p["subspaces"], p["nbits"], meta=meta)
         label = f"{kind}:" + ",".join(f"{k}={v}" for k, v in p.items()).replace(" ", "")
