@@ -218,6 +218,32 @@ class Backend(ABC):
             out.append((layer, pos, vec, inj.mode))
         return out
 
+    def _check_forward(
+        self,
+        ids: Sequence[int],
+        capture: Sequence[int],
+        positions: Sequence[int] | None,
+        inject: Sequence[Injection],
+        prefix: Any,
+        prefix_at: int,
+        past: KVCache | None,
+        logits: str,
+    ) -> tuple[list[int], np.ndarray | None, int, list[int], list[int], list, KVCache | None]:
+        """Every `forward` argument checked: (ids, prefix, n, layers, positions, injections, past)."""
+        ids = self._check_ids(ids)
+        pre = self._check_prefix(prefix)
+        if logits not in ("last", "all", "none"):
+            raise ModelError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
+        if not 0 <= prefix_at <= len(ids):
+            raise ModelError(f"prefix_at must be in 0..{len(ids)}, got {prefix_at}")
+        n = len(ids) + (0 if pre is None else len(pre))
+        if n == 0:
+            raise ModelError("forward needs at least one token or prefix vector")
+        layers = self._check_layers(capture)
+        cap_pos = self._check_positions(positions, n)
+        injections = self._check_injections(inject, n)
+        return ids, pre, n, layers, cap_pos, injections, self._check_past(past)
+
     def _check_past(self, past: KVCache | None) -> KVCache | None:
         if past is None:
             return None

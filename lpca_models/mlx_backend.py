@@ -183,19 +183,9 @@ class MlxBackend(Backend):
         return_past: bool = False,
         logits: str = "last",
     ) -> Forward:
-        ids = self._check_ids(ids)
-        pre = self._check_prefix(prefix)
-        if logits not in ("last", "all", "none"):
-            raise ModelError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
-        if not 0 <= prefix_at <= len(ids):
-            raise ModelError(f"prefix_at must be in 0..{len(ids)}, got {prefix_at}")
-        n = len(ids) + (0 if pre is None else len(pre))
-        if n == 0:
-            raise ModelError("forward needs at least one token or prefix vector")
-        layers = self._check_layers(capture)
-        cap_pos = self._check_positions(positions, n)
-        injections = self._check_injections(inject, n)
-        past = self._check_past(past)
+        ids, pre, n, layers, cap_pos, injections, past = self._check_forward(
+            ids, capture, positions, inject, prefix, prefix_at, past, logits
+        )
         x = self._embed(ids)
         if pre is not None:
             x = mx.concatenate([x[:prefix_at], self._mx(pre), x[prefix_at:]])
