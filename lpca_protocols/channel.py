@@ -41,7 +41,8 @@ class AgentContext:
     """What a channel may use for one agent in one episode of a batch.
 
     ``agent`` is the LMAgent (or None for scripted runs), ``received`` the messages
-    delivered to this agent so far, ``sent`` the ones it sent.
+    delivered to this agent so far, ``sent`` the ones it sent, ``diagnostics``
+    what the channel wants recorded for this episode.
     """
 
     name: str
@@ -55,6 +56,8 @@ class AgentContext:
     received: list[Message] = field(default_factory=list)
     sent: list[Message] = field(default_factory=list)
     is_answerer: bool = False
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    """Per-episode numbers a channel logs (e.g. payload sensitivity); the runner records them."""
 
 
 class Channel:

@@ -261,6 +261,7 @@ def _run_batch(
                 "time_channel_s": phase["channel"] / n,
                 "time_receiver_s": phase["receiver"] / n,
                 "violations": [vi.as_dict() for vi in env.violations],
+                "diagnostics": {k: v for c in ctxs[i].values() for k, v in c.diagnostics.items()},
             }
         )
     return out
