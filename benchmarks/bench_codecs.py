@@ -258,8 +258,9 @@ def main() -> None:
     ap.add_argument("--no-learned", action="store_true")
     ap.add_argument("--texts", type=int, default=Config.texts)
     ap.add_argument("--states", default=None, help="cache the hidden states in this .npz (reused if present)")
+    ap.add_argument("--png", default=Config.png, help="where the rate-distortion plot is written")
     args = ap.parse_args()
-    cfg = Config(learned=not args.no_learned, texts=args.texts)
+    cfg = Config(learned=not args.no_learned, texts=args.texts, png=args.png)
 
     if args.only in (None, "speed"):
         print("## Speed (GB/s of float32; 576-float vector latency)\n")

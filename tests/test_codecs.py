@@ -180,6 +180,23 @@ def test_q8_0_rounds_exactly_like_roundf_near_half():
     assert codecs.get("q8_0").encode(x) == gq.quantize(x, GGMLQuantizationType.Q8_0).tobytes()
 
 
+@pytest.mark.parametrize("blocks", [1, 18, 64, 65, 2048, 2049, 4100])
+def test_q8_0_small_and_bulk_paths_match_gguf(blocks):
+    # The encoder takes a one-shot path for short vectors and a chunked one for bulk data; both
+    # must give gguf's bytes, also for all-zero blocks and a block at the smallest normal scale.
+    gq = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+
+    x = gaussian((blocks, 32), seed=blocks, scale=50.0)
+    x[0] = 0
+    x[-1] *= 1e-3
+    if blocks > 2:  # amax 127 * 2^-126: d is exactly the smallest normal float32
+        x[1] = np.clip(x[1] / 200, -1, 1) * (np.float32(127) * np.finfo(np.float32).tiny)
+        x[1, 5] = np.float32(127) * np.finfo(np.float32).tiny
+    expected = gq.quantize(x, GGMLQuantizationType.Q8_0)
+    assert codecs.get("q8_0").encode(x) == expected.tobytes()
+
+
 # ------------------------------------------------------------------------------ rotq
 
 
@@ -201,6 +218,24 @@ def test_rotq_distortion_is_lloyd_max_for_any_input(bits, max_nmse):
     for x in (gaussian((64, 576)), spiky):
         y = c.decode(c.encode(x), x.shape)
         assert ((y - x) ** 2).sum() / (x**2).sum() <= max_nmse
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_rotq_scale_search_never_loses_to_plain_rounding(bits):
+    # The encoder may pick each row's quantizer scale freely (the decoder applies the least-squares
+    # gain): per row, the error is never above that of rounding the unscaled coordinates.
+    from lpca_protocols.codecs.rotq import best_cells
+
+    c, edges = (t.astype(np.float32) for t in lloyd_max(576, bits))
+    u = gaussian((200, 576), seed=bits, scale=1.0)
+    u *= np.sqrt(576) / np.linalg.norm(u, axis=1, keepdims=True)
+
+    def cos2(i):
+        v = c[i]
+        return (u * v).sum(1) ** 2 / ((v * v).sum(1) * (u * u).sum(1))
+
+    searched, plain = cos2(best_cells(u, c, edges)), cos2(np.searchsorted(edges, u))
+    assert (searched >= plain).all() and searched.mean() > plain.mean()
 
 
 def test_rotq_seed_travels_in_params_never_the_matrix():
@@ -287,3 +322,15 @@ def test_third_party_codec_registers_by_id():
     assert codecs.from_wire(0x8123, b"").encode(np.array([3.0])) == b"\x03"
     with pytest.raises(CodecError, match="already registered"):
         codecs.register(type("Clash", (Identity8,), {"name": "other", "codec_id": 0x0010}))
+
+
+def test_rotq_search_is_encoder_only():
+    # search=1 changes which cells the encoder picks, not the packet: the plain codec decodes it,
+    # with no more error than the fast encoder's own packet.
+    x = gaussian((16, 576), seed=4, scale=3.0)
+    fast, searched = codecs.get("rotq:bits=4"), codecs.get("rotq:bits=4,search=1")
+    assert searched.params() == fast.params() and searched.bits(x.shape) == fast.bits(x.shape)
+    err_fast, err_searched = (((fast.decode(c.encode(x), x.shape) - x) ** 2).sum() for c in (fast, searched))
+    assert err_searched < err_fast
+    with pytest.raises(codecs.CodecError, match="search"):
+        codecs.get("rotq:bits=4,search=2")

@@ -100,10 +100,10 @@ class Codec(ABC):
 def check_shape(shape: Sequence[int]) -> Shape:
     """`shape` as a tuple of ints within `MAX_NDIM` and `MAX_ELEMENTS`."""
     try:
-        shp = tuple(int(s) for s in shape)
+        shp = tuple(map(int, shape))  # map, not a generator: this runs on every decode
     except (TypeError, ValueError):
         raise CodecError(f"shape must be a sequence of ints, got {shape!r}") from None
-    if len(shp) > MAX_NDIM or any(s < 0 for s in shp):
+    if len(shp) > MAX_NDIM or (shp and min(shp) < 0):
         raise CodecError(f"shape must have at most {MAX_NDIM} non-negative sizes, got {shp}")
     if math.prod(shp) > MAX_ELEMENTS:
         raise CodecError(f"shape {shp} has more than {MAX_ELEMENTS} elements")

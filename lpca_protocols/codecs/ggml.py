@@ -28,6 +28,8 @@ from lpca_protocols.codecs.errors import CodecError
 QK = 32
 #: Values processed per step: keeps the float32 temporaries inside the L2 cache.
 _CHUNK = 1 << 15
+#: Bulk q8_0 works in bigger steps: its scratch buffers are reused, so only the call overhead scales.
+_Q8_CHUNK = 1 << 16
 F16_MAX = 65504.0
 #: Smallest normal float32; scales below it (subnormal blocks) are treated as zero.
 _TINY = np.finfo(np.float32).tiny
@@ -39,10 +41,18 @@ HALF_DOWN = np.nextafter(np.float32(0.5), np.float32(0))
 
 _HALF_DOWN_BITS = HALF_DOWN.view(np.uint32)
 _ABS, _SIGN = np.uint32(0x7FFFFFFF), np.uint32(0x80000000)
+#: A 0-d array, not a numpy scalar: numpy's ufuncs take it with less per-call overhead.
+_ABS_ARRAY = np.array(_ABS)
+#: Bit pattern of 127 * 2^-126, the block maximum whose scale is exactly `_TINY`. Raising smaller
+#: maxima to it is the same as raising their scales to `_TINY` (division rounds monotonically, and
+#: such scales are 0 in fp16 either way), and folds that clamp into the max reduction.
+_MIN_AMAX_BITS = np.uint32((np.float32(127) * _TINY).view(np.uint32))
+#: Vectors up to this many blocks take the one-shot path (SmolLM2's 576 floats are 18 blocks).
+_SMALL_BLOCKS = 64
 
 Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (QK,))])
 Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
-_STARTS = np.arange(0, _CHUNK, QK)
+_STARTS = np.arange(0, _Q8_CHUNK, QK)
 
 
 def _flat(array: Any, name: str) -> np.ndarray:
@@ -59,6 +69,54 @@ def _check_scales(scale_max: Any, name: str) -> None:
         raise CodecError(f"{name} cannot encode NaN, infinite or huge values (block scale {scale_max})")
 
 
+def _q8_0_small(a: np.ndarray) -> bytes:
+    """q8_0 of a few blocks: each step is one numpy call, since per-call overhead dominates here."""
+    nb = a.size // QK
+    # |x| as the float's bit pattern without its sign: for non-negative floats the integer order is
+    # the float order (NaN sorts above inf and stays NaN), and integer max is much faster.
+    u = (a.view(np.uint32) & _ABS_ARRAY).reshape(nb, QK)
+    d = np.maximum.reduce(u, axis=1, initial=_MIN_AMAX_BITS).view(np.float32) / 127.0
+    # A Python sum of a few scales is cheaper than a numpy reduction; it is <= F16_MAX only if every
+    # scale is (they are >= 0, and NaN or inf poison the sum), else the exact check decides.
+    if not sum(d.tolist()) <= F16_MAX:
+        _check_scales(np.maximum.reduce(d), "q8_0")
+    q = a.reshape(nb, QK) * np.reciprocal(d)[:, None]  # np.reciprocal is 1 / d, rounded identically
+    q += np.copysign(HALF_DOWN, q)
+    out = np.empty(nb, Q8_0_BLOCK)
+    out["d"] = d
+    out["qs"] = q  # the float -> int8 cast truncates toward zero: with HALF_DOWN, roundf
+    return out.tobytes()
+
+
+def _q8_0_bulk(a: np.ndarray) -> bytes:
+    """q8_0 of a large array in L2-sized steps, all temporaries preallocated and reused."""
+    nb = a.size // QK
+    out = np.empty(nb, Q8_0_BLOCK)
+    out_d, out_qs = out["d"], out["qs"]
+    step = min(_Q8_CHUNK, a.size)
+    au = a.view(np.uint32)
+    bits_buf = np.empty(step, np.uint32)
+    q_buf = np.empty(step, np.float32)
+    amax_buf = np.empty(step // QK, np.uint32)
+    for s in range(0, a.size, step):
+        n = min(step, a.size - s)
+        k, b = n // QK, s // QK
+        u, q, amax = bits_buf[:n], q_buf[:n], amax_buf[:k]
+        np.bitwise_and(au[s : s + n], _ABS, out=u)
+        np.maximum.reduceat(u, _STARTS[:k], out=amax)
+        np.maximum(amax, _MIN_AMAX_BITS, out=amax)
+        d = amax.view(np.float32) / 127.0
+        _check_scales(np.maximum.reduce(d), "q8_0")
+        # One scale per value and a contiguous multiply: faster than broadcasting [k, 1] over rows of 32.
+        np.multiply(a[s : s + n], np.reciprocal(d).repeat(QK), out=q)
+        np.bitwise_and(q.view(np.uint32), _SIGN, out=u)
+        u |= _HALF_DOWN_BITS
+        q += u.view(np.float32)  # q + copysign(HALF_DOWN, q), 3x faster than np.copysign on bulk data
+        out_d[b : b + k] = d
+        out_qs[b : b + k] = q.reshape(k, QK)  # the float -> int8 cast truncates: with HALF_DOWN, roundf
+    return out.tobytes()
+
+
 class Q8_0(Codec):
     """ggml q8_0: 34 bytes per 32 values (8.5 bits per value)."""
 
@@ -67,38 +125,21 @@ class Q8_0(Codec):
 
     def encode(self, array: Any) -> bytes:
         a = _flat(array, self.name)
-        nb = a.size // QK
-        out = np.empty(nb, Q8_0_BLOCK)
-        if nb == 0:
+        if a.size == 0:
             return b""
-        if a.size <= _CHUNK:  # one vector: skip the chunking bookkeeping
-            self._encode_into(a, nb, out)
-        else:
-            for s in range(0, a.size, _CHUNK):
-                x = a[s : s + _CHUNK]
-                self._encode_into(x, x.size // QK, out[s // QK : s // QK + x.size // QK])
-        return out.tobytes()
-
-    def _encode_into(self, x: np.ndarray, nb: int, out: np.ndarray) -> None:
-        # |x| as the float's bit pattern without its sign: for non-negative floats the integer order
-        # is the float order (NaN sorts above inf and stays NaN), and integer max is much faster.
-        amax = np.maximum.reduceat(x.view(np.uint32) & _ABS, _STARTS[:nb]).view(np.float32)
-        d = amax / np.float32(127)
-        _check_scales(d.max(), self.name)
-        q = x.reshape(nb, QK) * (np.float32(1) / np.maximum(d, _TINY))[:, None]
-        if nb <= 64:  # one call is cheapest on a vector; on bulk data the bit form runs 3x faster
-            q += np.copysign(HALF_DOWN, q)
-        else:
-            q += ((q.view(np.uint32) & _SIGN) | _HALF_DOWN_BITS).view(np.float32)  # copysign(HALF_DOWN, q)
-        out["d"] = d
-        out["qs"] = q  # the float -> int8 cast truncates toward zero: with HALF_DOWN, roundf
+        if a.size <= _SMALL_BLOCKS * QK:
+            return _q8_0_small(a)
+        return _q8_0_bulk(a)
 
     def decode(self, data: bytes, shape: Sequence[int]) -> np.ndarray:
-        shp = self._check_data(data, shape)
+        shp = check_shape(shape)
+        n = math.prod(shp)
+        if len(data) != (QK + 2) * -(-n // QK):
+            self._check_data(data, shp)  # raises the typed error
         raw = np.frombuffer(data, Q8_0_BLOCK)
-        out = raw["qs"].astype(np.float32)
-        out *= raw["d"].astype(np.float32)[:, None]
-        return out.reshape(-1)[: math.prod(shp)].reshape(shp)
+        # int8 * float32 is computed in float32, exactly as casting qs first: one call instead of three.
+        out = np.multiply(raw["qs"], raw["d"].astype(np.float32)[:, None]).reshape(-1)
+        return (out if out.size == n else out[:n]).reshape(shp)
 
     def bits(self, shape: Sequence[int]) -> int:
         return 8 * (QK + 2) * math.ceil(math.prod(check_shape(shape)) / QK)
