@@ -22,6 +22,8 @@ from lpca_models.types import GREEDY, PREFIX_MARKER, Conditioning, Generation, S
 ROLES = (
     "system",
     "sender",
+    "latent_sender",
+    "latent_reply",
     "summary",
     "asker",
     "replier",
@@ -29,6 +31,7 @@ ROLES = (
     "receiver",
     "received_item",
     "received_latent",
+    "received_view",
 )
 
 
@@ -89,14 +92,18 @@ class LMAgent:
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
 
-    def prompt(self, turn: Turn) -> str:
+    def prompt(self, turn: Turn, add_generation_prompt: bool = True) -> str:
+        """The chat prompt of a turn (system + user message; open for the reply unless told not to)."""
         template = self.prompts.get(turn.family, turn.role)
         try:
             user = template.format(**turn.fields)
         except KeyError as e:
             raise ModelError(f"prompt for {turn.family}/{turn.role} needs field {e.args[0]!r}") from None
         system = self.prompts.get(turn.family, "system")
-        return self.backend.chat([{"role": "system", "content": system}, {"role": "user", "content": user}])
+        return self.backend.chat(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            add_generation_prompt=add_generation_prompt,
+        )
 
     def run(
         self, turns: Sequence[Turn], max_new_tokens: int | None = None, stop: Sequence[str] = ("\n\n",)

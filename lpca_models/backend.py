@@ -118,6 +118,34 @@ class Backend(ABC):
     ) -> list[Generation]:
         """Continue each prompt (batched, left-padded); greedy batched == greedy unbatched."""
 
+    def prompt_logits(self, prompt: str, conditioning: Conditioning | None = None) -> np.ndarray:
+        """Next-token logits ``[V]`` after `prompt` under `conditioning`: what `generate` starts from.
+
+        The conditioning applies exactly as in `generate` (text prepended, prefix at
+        `PREFIX_MARKER` or before the prompt, injections, past), in one forward pass.
+        """
+        cond = conditioning if conditioning is not None else Conditioning()
+        if not isinstance(cond, Conditioning):
+            raise ConditioningError(f"expected a Conditioning, got {type(cond).__name__}")
+        before, after = self._split_prompt(cond.text + prompt)
+        ids_a = self.tokenize(before) if cond.past is not None else self._prompt_ids(before)
+        ids_b = self.tokenize(after) if after is not None else []
+        pre = self._check_prefix(cond.prefix)
+        at = len(ids_a) if after is not None else 0
+        out = self.forward(
+            ids_a + ids_b, prefix=pre, prefix_at=at, inject=cond.injections, past=cond.past, logits="last"
+        )
+        return out.logits
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """Token ids that end a generation (EOS and end-of-turn)."""
+        return frozenset(getattr(self, "_eos", ()))
+
+    @abstractmethod
+    def _prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a prompt, with BOS added unless the text already starts with it."""
+
     def resume(
         self, hidden: np.ndarray, layer: int, *, logits: str = "last", capture: Sequence[int] = ()
     ) -> Forward:

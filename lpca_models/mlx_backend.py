@@ -45,8 +45,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the mlx ex
     from lpca_models.errors import MissingPackageError
 
     raise MissingPackageError(
-        f"MlxBackend needs mlx and mlx-lm ({e.name} is missing): "
-        'pip install -c constraints.txt "lpca[mlx]"'
+        f'MlxBackend needs mlx and mlx-lm ({e.name} is missing): pip install -c constraints.txt "lpca[mlx]"'
     ) from e
 
 from lpca_models.backend import Backend, check_sampling, first_stop, read_model_meta
@@ -319,11 +318,13 @@ class MlxBackend(Backend):
         """Input embeddings of one prompt with its conditioning, its injections, its token count."""
         before, after = self._split_prompt(cond.text + prompt)
         pre = self._check_prefix(cond.prefix)
-        ids_a = self._prompt_ids(before)
+        # A continuation of a cached prefix must not restart the sequence with BOS.
+        ids_a = self.tokenize(before) if cond.past is not None else self._prompt_ids(before)
         ids_b = self.tokenize(after) if after is not None else []
         parts = [self._embed(ids_a)] if ids_a else []
         if pre is not None:
-            parts.append(self._mx(pre))
+            # at the marker, or before the whole prompt when there is none (as forward's prefix_at=0)
+            parts.insert(len(parts) if after is not None else 0, self._mx(pre))
         if ids_b:
             parts.append(self._embed(ids_b))
         if not parts:

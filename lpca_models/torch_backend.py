@@ -273,7 +273,11 @@ class TorchBackend(Backend):
         ids_b = self.tokenize(after) if after is not None else []
         parts = [self._embed(ids_a)] if ids_a else []
         if pre is not None:
-            parts.append(torch.as_tensor(pre, dtype=self._dtype, device=self.device))
+            # at the marker, or before the whole prompt when there is none (as forward's prefix_at=0)
+            parts.insert(
+                len(parts) if after is not None else 0,
+                torch.as_tensor(pre, dtype=self._dtype, device=self.device),
+            )
         if ids_b:
             parts.append(self._embed(ids_b))
         if not parts:

@@ -9,8 +9,13 @@ from lpca_protocols.hookspecs import hookimpl
 
 @hookimpl
 def register_channels(register: Callable[[type], None]) -> None:
+    from lpca_protocols.channels.cipher import CipherChannel
+    from lpca_protocols.channels.graft import GraftChannel
+    from lpca_protocols.channels.hidden_packet import HiddenPacketChannel
+    from lpca_protocols.channels.kv_share import KVShareChannel
     from lpca_protocols.channels.none import NoneChannel
     from lpca_protocols.channels.retrieval import RetrievalChannel
+    from lpca_protocols.channels.skyline import SkylineChannel
     from lpca_protocols.channels.structured import StructuredChannel
     from lpca_protocols.channels.summary import SummaryChannel
     from lpca_protocols.channels.text import TextBudgetChannel, TextChannel
@@ -22,5 +27,10 @@ def register_channels(register: Callable[[type], None]) -> None:
         SummaryChannel,
         RetrievalChannel,
         StructuredChannel,
+        SkylineChannel,
+        CipherChannel,
+        GraftChannel,
+        KVShareChannel,
+        HiddenPacketChannel,
     ):
         register(cls)
