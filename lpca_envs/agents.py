@@ -88,7 +88,8 @@ def play_episode(
     obs, _ = env.reset(seed=seed)
     task = env.task
     assert task is not None
-    rng = rng if rng is not None else random.Random(seed)
+    # The guesser's stream must not be the task generator's: the same seed would replay the secrets.
+    rng = rng if rng is not None else random.Random(f"lpca-scripted-guess:{seed}")
     agents = [ScriptedAgent(a, kind, env.family, rng) for a in env.possible_agents]
     for ag in agents:
         ag.reset(task)

@@ -293,9 +293,12 @@ def run(
     console.print(f"run directory: {result.run_dir}")
 
 
+from lpca_protocols.sweep.cli import leaderboard, sweep  # noqa: E402  (light: no framework import)
 from lpca_protocols.wire.serve_cli import serve  # noqa: E402  (light: imports models lazily)
 
 app.command()(serve)
+app.command()(sweep)
+app.command()(leaderboard)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import hashlib
 import importlib.metadata
 import json
 import math
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from lpca_envs import Budget, Message
 from lpca_envs.errors import LPCAError
 from lpca_models.agents import LMAgent, extract_answer
 from lpca_protocols.channel import AgentContext, Channel, ChannelError, Requirement
+from lpca_protocols.episode_log import append_episodes, read_episodes, write_atomic
 from lpca_protocols.plugins import make_channel
 
 
@@ -120,6 +120,7 @@ def run(
     model: str,
     *,
     out_dir: str | Path | None = "runs",
+    run_dir: str | Path | None = None,
     agent: LMAgent | None = None,
     progress: Callable[[int, int], None] | None = None,
     **options: Any,
@@ -129,6 +130,13 @@ def run(
     `options` are `RunConfig` fields (level, episodes, seed, channel_options,
     budget_bits_per_message, budget_bits_per_episode, rounds, backend, batch_size,
     max_new_tokens). Pass a ready `agent` to reuse a loaded model across runs.
+
+    Records go to a new timestamped directory under `out_dir`, or, with `run_dir`, to
+    that exact directory, resuming it: the episodes already in its log are kept (a
+    torn last line is cut off), only the missing batches run, and their records are
+    appended. A batch whose records were cut short by a kill runs again whole, so a
+    resumed run records what an uninterrupted one would (per-episode token counts
+    are batch means). Resuming a directory whose `config.json` differs raises.
     """
     unknown = set(options) - set(RunConfig.__dataclass_fields__)
     if unknown:
@@ -137,14 +145,30 @@ def run(
         )
     cfg = RunConfig(env_id, channel, model, **options)
     chan, budget, family = validate(cfg)
-    if agent is None:
+    all_seeds = range(cfg.seed, cfg.seed + cfg.episodes)
+    records: list[dict[str, Any]] = []
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        records = resume_run_dir(run_dir, cfg)
+    elif out_dir is not None:
+        run_dir = _open_run_dir(out_dir, cfg)
+    done = {r["seed"] for r in records}
+    batches = [list(all_seeds[i : i + cfg.batch_size]) for i in range(0, cfg.episodes, cfg.batch_size)]
+    partial = [s for b in batches if not set(b) <= done for s in b if s in done]
+    if partial and run_dir is not None:
+        # a batch cut short by a kill runs again whole, so a resumed run equals an uninterrupted one
+        records = [r for r in records if r["seed"] not in partial]
+        write_atomic(run_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        done -= set(partial)
+    seeds = [s for b in batches if not set(b) <= done for s in b]
+    if records and progress is not None:
+        progress(len(records), cfg.episodes)
+    if seeds and agent is None:
         import lpca_models
 
         agent = LMAgent(lpca_models.load(model, backend=cfg.backend), max_new_tokens=cfg.max_new_tokens)
-    check_requirements(chan, agent, agent)
-    run_dir = _open_run_dir(out_dir, cfg) if out_dir is not None else None
-    records: list[dict[str, Any]] = []
-    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    if agent is not None:
+        check_requirements(chan, agent, agent)
     envs = [
         lpca_envs.make(env_id, level=cfg.level, budget=budget) for _ in range(min(cfg.batch_size, len(seeds)))
     ]
@@ -153,18 +177,37 @@ def run(
         recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, cfg.max_new_tokens)
         records.extend(recs)
         if run_dir is not None:
-            with open(run_dir / "episodes.jsonl", "a") as f:
-                for r in recs:
-                    f.write(json.dumps(r) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_episodes(run_dir / "episodes.jsonl", recs)
         if progress is not None:
-            progress(len(records), len(seeds))
+            progress(len(records), cfg.episodes)
+    records.sort(key=lambda r: r["seed"])
     summary = summarize(records)
     summary.update(channel=chan.describe(), env_id=env_id, level=cfg.level, model=model)
     if run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     return RunResult(cfg, records, summary, run_dir)
+
+
+def resume_run_dir(run_dir: Path, cfg: RunConfig) -> list[dict[str, Any]]:
+    """Create `run_dir` for `cfg`, or check that it belongs to `cfg`; its complete records, repaired."""
+    cfg_file = run_dir / "config.json"
+    want = json.loads(json.dumps(asdict(cfg), default=str))
+    if cfg_file.exists():
+        try:
+            have = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise RunError(f"{cfg_file} is not JSON ({e})") from None
+        if have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise RunError(
+                f"{run_dir} holds a different run (config.json differs in {diff}); "
+                "resume it with its own config or use another directory"
+            )
+        return read_episodes(
+            run_dir / "episodes.jsonl", repair=True, seeds=range(cfg.seed, cfg.seed + cfg.episodes)
+        )
+    _init_run_dir(run_dir, cfg, exist_ok=True)
+    return []
 
 
 def _run_batch(
@@ -226,7 +269,9 @@ def _run_batch(
     answer_ctxs = [(i, ctxs[i][a]) for i in range(n) for a in tasks[i].answerers if envs[i].agents]
     t = time.perf_counter()
     conds = chan.receive([c for _, c in answer_ctxs])
-    phase["channel"] += time.perf_counter() - t
+    # diagnostics (e.g. payload sensitivity) are measurements, not part of the protocol's latency
+    diag = sum(float(c.diagnostics.get("diagnostic_time_s", 0.0)) for _, c in answer_ctxs)
+    phase["channel"] += time.perf_counter() - t - diag
     t = time.perf_counter()
     turns = [agent.answer_turn(family, c.view, cond) for (_, c), cond in zip(answer_ctxs, conds)]
     gens = agent.run(turns, max_new_tokens=max_answer_tokens)
@@ -296,11 +341,17 @@ def _open_run_dir(out_dir: str | Path, cfg: RunConfig) -> Path:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{cfg.env_id.replace('/', '_')}-{cfg.channel}-{cfg.key()}"
     d = Path(out_dir) / name
-    d.mkdir(parents=True, exist_ok=False)
-    (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-    (d / "meta.json").write_text(json.dumps({"git_commit": _git_commit(), "versions": _versions()}, indent=2))
-    (d / "episodes.jsonl").touch()
+    _init_run_dir(d, cfg, exist_ok=False)
     return d
+
+
+def _init_run_dir(d: Path, cfg: RunConfig, exist_ok: bool) -> None:
+    d.mkdir(parents=True, exist_ok=exist_ok)
+    (d / "episodes.jsonl").touch()
+    meta = {"git_commit": _git_commit(), "versions": _versions()}
+    write_atomic(d / "meta.json", json.dumps(meta, indent=2))
+    # config.json last: its presence marks a directory that belongs to this run
+    write_atomic(d / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
 
 
 def _git_commit() -> str:

@@ -155,3 +155,11 @@ def test_envs_never_import_torch():
         "bad = [m for m in ('torch', 'transformers', 'mlx') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_silent_guesses_without_an_rng_are_not_the_task_generators_stream():
+    # play_episode seeds its own guesser from the episode seed: that stream must not replay the
+    # secrets, or the silent floor would read 100% instead of chance (1/8 on SecretRelay level 0).
+    env = lpca_envs.make("lpca/SecretRelay-v0")
+    rate = sum(play_episode(env, "silent", seed=s).success for s in range(400)) / 400
+    assert 0.08 <= rate <= 0.18
