@@ -73,6 +73,10 @@ class Channel:
     description: ClassVar[str] = ""
     requires: ClassVar[Requirement] = Requirement.TEXT
     Options: ClassVar[type[ChannelOptions]] = ChannelOptions
+    #: True when `send` serves the whole batch in shared backend calls (a batched generate): every
+    #: sender's episode took part in each forward pass. False when it runs one sequence per sender,
+    #: so an episode's forward passes are the batch's divided by the number of senders.
+    batched_send: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         try:

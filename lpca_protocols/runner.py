@@ -242,6 +242,8 @@ def _run_batch(
         sent = chan.send([c for _, c in flat])
         phase["sender"] += time.perf_counter() - t
         calls = agent.backend.timing.forward_passes - before
+        if not chan.batched_send:  # one forward sequence per sender: each episode's share
+            calls = -(-calls // max(1, sum(m is not None for m in sent)))
         t = time.perf_counter()
         actions: list[dict[str, Any]] = [{} for _ in range(n)]
         for (i, c), msg in zip(flat, sent):

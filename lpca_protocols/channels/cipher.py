@@ -38,6 +38,7 @@ class CipherChannel(LatentChannel):
         "CIPHER: the sender speaks expected embeddings (soft tokens); the receiver reads them as input."
     )
     Options = CipherOptions
+    batched_send = False  # one forward sequence per sender
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
         return [self.speak(ctx) for ctx in ctxs]

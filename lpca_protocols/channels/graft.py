@@ -38,6 +38,7 @@ class GraftChannel(LatentChannel):
     name = "activation-graft"
     description = "The sender's layer-k activation combined into the receiver's layer j (replace/add/mean)."
     Options = GraftOptions
+    batched_send = False  # one forward sequence per sender
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
         out = []

@@ -31,6 +31,7 @@ class KVShareChannel(LatentChannel):
     name = "kv-share"
     description = "The sender's KV cache over its view becomes the receiver's past (all or selected layers)."
     Options = KVShareOptions
+    batched_send = False  # one forward sequence per sender
 
     def _layers(self, ctx: AgentContext) -> list[int]:
         n = lm(ctx).backend.info.n_layers
