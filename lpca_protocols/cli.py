@@ -294,11 +294,13 @@ def run(
 
 
 from lpca_protocols.sweep.cli import leaderboard, sweep  # noqa: E402  (light: no framework import)
+from lpca_protocols.training.cli import train_app  # noqa: E402  (light: imports torch lazily)
 from lpca_protocols.wire.serve_cli import serve  # noqa: E402  (light: imports models lazily)
 
 app.command()(serve)
 app.command()(sweep)
 app.command()(leaderboard)
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

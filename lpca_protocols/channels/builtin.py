@@ -13,6 +13,8 @@ def register_channels(register: Callable[[type], None]) -> None:
     from lpca_protocols.channels.graft import GraftChannel
     from lpca_protocols.channels.hidden_packet import HiddenPacketChannel
     from lpca_protocols.channels.kv_share import KVShareChannel
+    from lpca_protocols.channels.latent_codebook import LatentCodebookChannel
+    from lpca_protocols.channels.latent_prefix import LatentPrefixChannel
     from lpca_protocols.channels.none import NoneChannel
     from lpca_protocols.channels.retrieval import RetrievalChannel
     from lpca_protocols.channels.skyline import SkylineChannel
@@ -34,3 +36,5 @@ def register_channels(register: Callable[[type], None]) -> None:
         HiddenPacketChannel,
     ):
         register(cls)
+    register(LatentPrefixChannel)
+    register(LatentCodebookChannel)

@@ -1,0 +1,38 @@
+"""Training of learned latent codecs: episode datasets, the trainer, the gate, the `train` CLI.
+
+    from lpca_protocols.training import load_config, train_codec, run_gate
+    result = train_codec(load_config("codec.toml"))          # -> result.checkpoint (a directory)
+    report = run_gate(result.checkpoint, env_id="lpca/SecretRelay-v0", model="smollm2-135m")
+    assert report.passed, report.table()
+
+Importing this package is light; torch loads when a run starts.
+"""
+
+from __future__ import annotations
+
+from lpca_protocols.training.config import TrainConfig, TrainConfigError, load_config, parse_config
+from lpca_protocols.training.dataset import DatasetError, DatasetSpec, EpisodeData, collect, load
+from lpca_protocols.training.gate import ControlResult, GateReport, run_gate, two_proportion_p
+from lpca_protocols.training.metrics import CodebookUsage, codebook_usage
+from lpca_protocols.training.trainer import TrainError, TrainResult, train_codec
+
+__all__ = [
+    "CodebookUsage",
+    "ControlResult",
+    "DatasetError",
+    "DatasetSpec",
+    "EpisodeData",
+    "GateReport",
+    "TrainConfig",
+    "TrainConfigError",
+    "TrainError",
+    "TrainResult",
+    "codebook_usage",
+    "collect",
+    "load",
+    "load_config",
+    "parse_config",
+    "run_gate",
+    "train_codec",
+    "two_proportion_p",
+]

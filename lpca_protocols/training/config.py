@@ -1,0 +1,147 @@
+"""`TrainConfig`: one codec training run, read from TOML and checked before anything runs.
+
+    model = "smollm2-135m"
+    env = "lpca/SecretRelay-v0"
+    level = 0
+    out = "runs/codec-relay0"
+    layer = 24                      # sender layer the resampler reads
+    tail = 24                       # last positions of the sender prompt (0: all)
+    train_episodes = 1024           # seeds train_seed .. train_seed + train_episodes - 1
+    eval_episodes = 128             # held-out seeds eval_seed ..
+
+    [codec]
+    kind = "prefix"                 # or "codebook"
+    k = 4
+    m = 16
+
+    [objective]                     # each term is one weight; 0 switches it off
+    answer_ce = 1.0
+    infonce = 0.0
+    anchor = 0.0
+    reconstruction = 0.0
+
+    [optim]
+    steps = 300
+    batch_size = 16
+    lr = 1e-3
+
+An unknown or mistyped key is an error naming it and the keys allowed there.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lpca_envs.errors import LPCAError
+
+
+class TrainConfigError(LPCAError, ValueError):
+    """A training configuration is malformed (unknown key, bad value, unreadable file)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodecConfig(_Strict):
+    kind: Literal["prefix", "codebook"] = "prefix"
+    """prefix: continuous k x m packet (serialized by `serializer`); codebook: k indices into K rows."""
+    k: int = Field(4, ge=1, le=64)
+    """Packet vectors = receiver prefix slots."""
+    m: int = Field(16, ge=1, le=4096)
+    """Width of each packet vector (codebook row width)."""
+    width: int = Field(128, ge=8, le=4096)
+    """Inner width of the resampler and decoder."""
+    heads: int = Field(4, ge=1, le=64)
+    codebook_size: int = Field(16, ge=2, le=1 << 16)
+    """K, for kind='codebook'."""
+    bounded: bool = True
+    """Decoder output tanh(x) x a learned per-dimension scale (initialized from the embedding table)."""
+    quantize_after: int = Field(0, ge=0)
+    """kind='codebook': train this many steps without the quantizer first; the codebook is then
+    k-means-initialized on packets that already carry the message (avoids early codebook collapse)."""
+    freeze_encoder: bool = True
+    """With quantize_after > 0: the quantized phase trains the decoder only (the codebook follows the
+    frozen packets by EMA). Training encoder, codebook and decoder together at once drifted on the
+    tiny model (the codes chase moving packets and the decoder chases the codes)."""
+    serializer: str = "fp16"
+    """Codec of a continuous packet for evaluation (fp16, q8_0, rotq...); the gate uses it."""
+
+
+class ObjectiveConfig(_Strict):
+    answer_ce: float = Field(1.0, ge=0)
+    """Cross-entropy of the teacher's answer through the frozen receiver (the task loss)."""
+    infonce: float = Field(0.0, ge=0)
+    """Supervised InfoNCE across the batch on the packets (before quantization): packets of episodes
+    with the same teacher answer attract, all others repel, so different inputs get different packets."""
+    infonce_temperature: float = Field(0.1, gt=0)
+    anchor: float = Field(0.0, ge=0)
+    """1 - cosine of each decoded vector to its nearest real input embedding."""
+    reconstruction: float = Field(0.0, ge=0)
+    """MSE of a linear read-out of the packet to the sender's (normalized) last hidden state."""
+    commitment: float = Field(0.25, ge=0)
+    """VQ commitment weight (kind='codebook')."""
+
+
+class OptimConfig(_Strict):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class TrainConfig(_Strict):
+    model: str = "smollm2-135m"
+    env: str = "lpca/SecretRelay-v0"
+    level: int = 0
+    out: str = "runs/codec"
+    """Run directory: data/, checkpoints/, codec/ (the final checkpoint), history.jsonl, train_state.pt."""
+    data_dir: str | None = None
+    """Where episode datasets are cached (default: OUT/data); shared between runs of the same data."""
+    layer: int = -1
+    """Sender layer read by the resampler (0 = embeddings, negative counts from the end)."""
+    tail: int = Field(0, ge=0)
+    train_seed: int = 0
+    train_episodes: int = Field(1024, ge=2)
+    eval_seed: int = 1_000_000
+    """Held-out seeds for evaluation during training (disjoint from the training seeds)."""
+    eval_episodes: int = Field(128, ge=2)
+    shard_size: int = Field(256, ge=1)
+    seed: int = 0
+    """Seed of initialization, batch order and k-means init: the same config trains the same codec."""
+    threads: int = Field(0, ge=0)
+    """torch threads (0: leave as is)."""
+    codec: CodecConfig = CodecConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+
+
+def parse_config(data: dict[str, Any] | TrainConfig) -> TrainConfig:
+    if isinstance(data, TrainConfig):
+        return data
+    try:
+        cfg = TrainConfig(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise TrainConfigError(f"bad training config at {loc or 'top level'}: {err['msg']}") from None
+    if not set(range(cfg.train_seed, cfg.train_seed + cfg.train_episodes)).isdisjoint(
+        range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes)
+    ):
+        raise TrainConfigError("eval seeds must not overlap the training seeds")
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise TrainConfigError(f"cannot read training config {path}: {e}") from None
+    return parse_config(data)

@@ -1,0 +1,227 @@
+"""Episode datasets: what codec training needs from seeded episodes, cached as safetensors shards.
+
+For every seed the collector builds the episode (`lpca_envs.make(env).reset(seed)`),
+runs the sender's forward over its ``latent_sender`` prompt and keeps its hidden states
+at one layer (the last `tail` positions, or all), the receiver's prompt as token ids
+split at the prefix marker (``before`` / ``after``) and the teacher's answer as token ids
+followed by the end-of-turn token (``target``).
+
+Teachers: ``truth`` (the task's reference answer, e.g. ``black`` for SecretRelay) is
+the only one so far; a P1 or graft teacher would store its receiver's answer instead.
+
+Layout of a dataset directory::
+
+    manifest.json          the DatasetSpec, base-model fingerprint, and one entry per finished shard
+    shard-00000.safetensors   hidden [n, T, d] f32, hidden_len [n], before/after/target [n, *] i64
+    ...                       with their *_len, and seeds [n]
+
+A shard is written to a temporary name, renamed, then added to the manifest, so a
+collection killed at any moment and restarted skips every finished shard and redoes
+at most the one it was writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpca_envs.errors import LPCAError
+from lpca_models import PREFIX_MARKER, Conditioning
+
+FORMAT = "lpca-episodes/1"
+ARRAYS = ("hidden", "before", "after", "target")
+
+
+class DatasetError(LPCAError, ValueError):
+    """An episode dataset is missing, corrupt, or belongs to another configuration."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that determines a dataset's contents."""
+
+    model: str
+    env_id: str
+    level: int
+    seed: int
+    episodes: int
+    layer: int
+    tail: int = 0
+    teacher: str = "truth"
+    shard_size: int = 256
+
+    def shards(self) -> list[range]:
+        lo, hi = self.seed, self.seed + self.episodes
+        return [range(s, min(s + self.shard_size, hi)) for s in range(lo, hi, self.shard_size)]
+
+
+def collect(
+    spec: DatasetSpec,
+    out_dir: str | Path,
+    agent: Any,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Collect (or finish collecting) the dataset `spec` into `out_dir` with `agent` (an LMAgent)."""
+    import lpca_envs
+
+    if spec.teacher != "truth":
+        raise DatasetError(f"teacher must be 'truth' (the task's reference answer), got {spec.teacher!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backend = agent.backend
+    manifest = _open_manifest(out, spec, backend.info.fingerprint)
+    done = {e["file"] for e in manifest["shards"] if (out / e["file"]).is_file()}
+    env = lpca_envs.make(spec.env_id, level=spec.level)
+    shards = spec.shards()
+    finished = sum(len(r) for i, r in enumerate(shards) if _shard_name(i) in done)
+    if progress:
+        progress(finished, spec.episodes)
+    for i, seeds in enumerate(shards):
+        name = _shard_name(i)
+        if name in done:
+            continue
+        rows = [episode_row(env, s, agent, spec.layer, spec.tail) for s in seeds]
+        arrays = _pad_rows(rows)
+        arrays["seeds"] = np.asarray(list(seeds), np.int64)
+        from safetensors.numpy import save_file
+
+        tmp = out / (name + ".tmp")
+        save_file(arrays, str(tmp))
+        tmp.replace(out / name)
+        manifest["shards"] = [e for e in manifest["shards"] if e["file"] != name]
+        sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        manifest["shards"].append({"file": name, "seeds": [seeds.start, seeds.stop], "sha256": sha})
+        manifest["shards"].sort(key=lambda e: e["file"])
+        _write_json(out / "manifest.json", manifest)
+        finished += len(seeds)
+        if progress:
+            progress(finished, spec.episodes)
+    return out
+
+
+def episode_row(env: Any, seed: int, agent: Any, layer: int, tail: int) -> dict[str, np.ndarray]:
+    """One episode's training record: sender states, receiver prompt ids around the marker, target ids."""
+    from lpca_protocols.channel import AgentContext
+    from lpca_protocols.channels._latent import sender_prompt
+
+    obs, _ = env.reset(seed=seed)
+    task = env.task
+    answerer = task.answerers[0]
+    holder = next(a for a in env.possible_agents if a not in task.answerers)
+    backend = agent.backend
+    sender = AgentContext(holder, obs[holder]["view"], task, task.family, 1, env.budget, agent, answerer)
+    ids = backend._prompt_ids(sender_prompt(sender))
+    positions = list(range(len(ids) - min(tail, len(ids)), len(ids))) if tail else None
+    hidden = backend.forward(ids, capture=[layer], positions=positions, logits="none").hidden[layer]
+    dummy = Conditioning(prefix=np.zeros((1, backend.info.hidden_size), np.float32))
+    prompt = agent.prompt(agent.answer_turn(task.family, obs[answerer]["view"], dummy))
+    before, _, after = prompt.partition(PREFIX_MARKER)
+    if task.reference is None:
+        raise DatasetError(f"{task.family}: teacher 'truth' needs tasks with a reference answer")
+    target = [*backend.tokenize(str(task.reference)), min(backend.eos_ids)]
+    return {
+        "hidden": np.asarray(hidden, np.float32),
+        "before": np.asarray(backend._prompt_ids(before), np.int64),
+        "after": np.asarray(backend.tokenize(after), np.int64),
+        "target": np.asarray(target, np.int64),
+    }
+
+
+@dataclass
+class EpisodeData:
+    """A whole dataset in memory, padded: arrays of every shard concatenated in seed order."""
+
+    spec: DatasetSpec
+    fingerprint: str
+    arrays: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.arrays["seeds"])
+
+
+def load(path: str | Path) -> EpisodeData:
+    """Read a complete dataset (every shard of its spec present and intact)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        spec = DatasetSpec(**manifest["spec"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path} is not an episode dataset ({type(e).__name__}: {e})") from None
+    by_file = {e["file"]: e for e in manifest["shards"]}
+    rows: list[dict[str, np.ndarray]] = []
+    for i, _ in enumerate(spec.shards()):
+        name = _shard_name(i)
+        f = path / name
+        if name not in by_file or not f.is_file():
+            raise DatasetError(f"{path}: shard {name} is missing; rerun the collection to finish it")
+        data = f.read_bytes()
+        if hashlib.sha256(data).hexdigest() != by_file[name]["sha256"]:
+            raise DatasetError(f"{f} is corrupt (sha256 differs from the manifest)")
+        try:
+            rows.append(st_load(data))
+        except SafetensorError as e:
+            raise DatasetError(f"{f} is not a readable safetensors file: {e}") from None
+    arrays: dict[str, np.ndarray] = {}
+    for key in ARRAYS:
+        width = max(r[key].shape[1] for r in rows)
+        parts = []
+        for r in rows:
+            a = r[key]
+            pad = [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+            parts.append(np.pad(a, pad))
+        arrays[key] = np.concatenate(parts)
+        arrays[key + "_len"] = np.concatenate([r[key + "_len"] for r in rows])
+    arrays["seeds"] = np.concatenate([r["seeds"] for r in rows])
+    return EpisodeData(spec, manifest["fingerprint"], arrays)
+
+
+def _pad_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key in ARRAYS:
+        arrs = [r[key] for r in rows]
+        width = max(len(a) for a in arrs)
+        shape = (len(arrs), width, *arrs[0].shape[1:])
+        buf = np.zeros(shape, arrs[0].dtype)
+        for j, a in enumerate(arrs):
+            buf[j, : len(a)] = a
+        out[key] = buf
+        out[key + "_len"] = np.asarray([len(a) for a in arrs], np.int64)
+    return out
+
+
+def _open_manifest(out: Path, spec: DatasetSpec, fingerprint: str) -> dict[str, Any]:
+    f = out / "manifest.json"
+    want = {"format": FORMAT, "spec": asdict(spec), "fingerprint": fingerprint, "shards": []}
+    if not f.exists():
+        _write_json(f, want)
+        return want
+    try:
+        have = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{f} is not JSON ({e})") from None
+    for key in ("format", "spec", "fingerprint"):
+        if have.get(key) != want[key]:
+            raise DatasetError(
+                f"{out} holds another dataset ({key} differs: {have.get(key)!r} vs {want[key]!r}); "
+                "use another directory"
+            )
+    return have
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.safetensors"
+
+
+def _write_json(f: Path, doc: dict[str, Any]) -> None:
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(f)

@@ -1,0 +1,169 @@
+"""The gate of a learned codec: it must beat its own controls and the no-communication floor.
+
+On held-out seeds, through the real channel and the runner (greedy, the verifier decides):
+success(normal) must exceed success(shuffle), success(null) and success(random), each
+with a one-sided two-proportion z-test p < `alpha` (0.01) on >= 200 episodes, and must
+exceed P0 (channel ``none``) by the same test. A codec that fails is reported as failing
+with the numbers; nothing here tunes anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lpca_protocols.channels._codec_nets import load_checkpoint
+from lpca_protocols.training.metrics import CodebookUsage, codebook_usage
+
+CONTROLS = ("shuffle", "null", "random")
+MIN_EPISODES = 200
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """One comparison row: a reference's successes and the test of normal > reference."""
+
+    name: str
+    successes: int
+    episodes: int
+    p_value: float
+    """One-sided p of success(normal) > success(this), two-proportion z-test (pooled)."""
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+
+@dataclass(frozen=True)
+class GateReport:
+    channel: str
+    checkpoint: str
+    env_id: str
+    level: int
+    seed: int
+    episodes: int
+    alpha: float
+    successes: int
+    bits_per_episode: float
+    references: tuple[ControlResult, ...]
+    """shuffle, null, random and p0."""
+    passed: bool
+    reasons: tuple[str, ...] = ()
+    """Why it failed (empty when it passed)."""
+    usage: CodebookUsage | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    def table(self) -> str:
+        rows = [
+            f"gate {'PASSED' if self.passed else 'FAILED'}: {self.channel} {self.checkpoint} "
+            f"on {self.env_id} level {self.level}, seeds {self.seed}..{self.seed + self.episodes - 1}",
+            f"  normal   {self.successes:4d}/{self.episodes}  {self.rate:6.1%}  "
+            f"{self.bits_per_episode:.0f} bits/episode",
+        ]
+        for r in self.references:
+            rows.append(f"  {r.name:8s} {r.successes:4d}/{r.episodes}  {r.rate:6.1%}  p={r.p_value:.2e}")
+        if self.usage is not None:
+            u = self.usage
+            rows.append(f"  codebook: {u.used}/{u.size} used, {u.dead} dead, perplexity {u.perplexity:.2f}")
+        rows += [f"  reason: {r}" for r in self.reasons]
+        return "\n".join(rows)
+
+
+def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """One-sided p-value of H1: p1 > p2 (pooled two-proportion z-test)."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    p1, p2 = k1 / n1, k2 / n2
+    pool = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pool * (1 - pool) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if p1 <= p2 else 0.0
+    z = (p1 - p2) / se
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def run_gate(
+    checkpoint: str | Path,
+    *,
+    env_id: str = "lpca/SecretRelay-v0",
+    level: int = 0,
+    model: str | None = None,
+    agent: Any = None,
+    backend: str = "torch",
+    seed: int = 2_000_000,
+    episodes: int = MIN_EPISODES,
+    alpha: float = 0.01,
+    codec: str = "fp16",
+    batch_size: int = 8,
+    out_dir: str | Path | None = None,
+) -> GateReport:
+    """Run the codec's channel and its controls, and P0, on the same held-out seeds; test the gate.
+
+    `model` defaults to the checkpoint's base model; pass a loaded `agent` to reuse it.
+    `codec` serializes a continuous packet (ignored by the codebook channel).
+    """
+    from lpca_protocols.runner import run
+
+    ckpt = load_checkpoint(checkpoint)
+    channel = "latent-prefix" if ckpt.spec.kind == "prefix" else "latent-codebook"
+    model = model or ckpt.base_model
+    opts: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    if channel == "latent-prefix":
+        opts["codec"] = codec
+    if agent is None:
+        import lpca_models
+        from lpca_models.agents import LMAgent
+
+        agent = LMAgent(lpca_models.load(model, backend=backend), max_new_tokens=24)
+    common = dict(
+        agent=agent,
+        out_dir=out_dir,
+        episodes=episodes,
+        level=level,
+        seed=seed,
+        batch_size=batch_size,
+        backend=backend,
+    )
+    results: dict[str, Any] = {}
+    for control in ("none", *CONTROLS):
+        results[control] = run(env_id, channel, model, channel_options={**opts, "control": control}, **common)
+    results["p0"] = run(env_id, "none", model, **common)
+    normal = results["none"]
+    k, n = normal.summary["successes"], normal.summary["episodes"]
+    refs = []
+    reasons = []
+    for name in (*CONTROLS, "p0"):
+        s = results[name].summary
+        p = two_proportion_p(k, n, s["successes"], s["episodes"])
+        refs.append(ControlResult(name, s["successes"], s["episodes"], p))
+        if not p < alpha:
+            reasons.append(
+                f"normal {k}/{n} does not beat {name} {s['successes']}/{s['episodes']} (p={p:.3g})"
+            )
+    if n < MIN_EPISODES:
+        reasons.append(f"{n} episodes; the gate needs >= {MIN_EPISODES}")
+    usage = None
+    if channel == "latent-codebook":
+        syms = [x for r in normal.records for x in r.get("diagnostics", {}).get("symbols", [])]
+        usage = codebook_usage(syms, ckpt.spec.codebook_size)
+    return GateReport(
+        channel=channel,
+        checkpoint=str(checkpoint),
+        env_id=env_id,
+        level=level,
+        seed=seed,
+        episodes=n,
+        alpha=alpha,
+        successes=k,
+        bits_per_episode=normal.summary["mean_bits"],
+        references=tuple(refs),
+        passed=not reasons,
+        reasons=tuple(reasons),
+        usage=usage,
+    )
