@@ -15,6 +15,9 @@ per episode (the channel's own prompt); each (layer, mode, control) point then
 goes through the channel's own control, codec and conditioning code and the
 receiver's batched generation, and the task's verifier scores the answer.
 
+``--only timing``: P1 and each latent channel interleaved round-robin ``--rounds`` times on
+one cell, each keeping its fastest round (the least load-distorted latency on a shared machine).
+
     python benchmarks/bench_latency.py --episodes 16
 """
 
