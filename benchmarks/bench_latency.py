@@ -48,12 +48,9 @@ LATENT: tuple[tuple[str, str, dict[str, Any]], ...] = (
 CONTROLS = ("none", "null", "shuffle", "random")
 
 
-def latency(
-    agent: Any, episodes: int, cells: tuple = CELLS, latent: tuple = LATENT, repeats: int = 1
-) -> list[dict[str, Any]]:
-    """One row per (cell, protocol, control); times are the minimum over `repeats` identical runs
-    (greedy decoding: every repeat gives the same episodes), which filters out a shared machine's
-    transient load."""
+def latency(agent: Any, episodes: int, cells: tuple = CELLS, latent: tuple = LATENT) -> list[dict[str, Any]]:
+    """One row per (cell, protocol, control). Its wall clock is one run's: use `interleaved_timing`
+    for latency figures on a shared machine."""
     rows = []
     for env_id, level in cells:
         plan: list[tuple[str, str, dict[str, Any], str]] = [
@@ -64,23 +61,9 @@ def latency(
         plan += [(label, ch, opts, c) for label, ch, opts in latent for c in CONTROLS]
         for label, channel, opts, control in plan:
             options = {**opts, "control": control} if control != "-" else opts
-            runs = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                res = run(
-                    env_id,
-                    channel,
-                    "smollm2-135m",
-                    agent=agent,
-                    out_dir=None,
-                    level=level,
-                    episodes=episodes,
-                    channel_options=options,
-                )
-                runs.append(((time.perf_counter() - t) / episodes, res))
-            wall, res = min(runs, key=lambda x: x[0])
-            answers = [r["answer"] for r in res.records]
-            assert all([r["answer"] for r in x.records] == answers for _, x in runs), "non-deterministic"
+            t = time.perf_counter()
+            res = _run(agent, env_id, level, channel, options, episodes)
+            wall = (time.perf_counter() - t) / episodes
             recs = res.records
             row = {
                 "env_id": env_id,
@@ -103,6 +86,19 @@ def latency(
     return rows
 
 
+def _run(agent: Any, env_id: str, level: int, channel: str, options: dict[str, Any], episodes: int) -> Any:
+    return run(
+        env_id,
+        channel,
+        "smollm2-135m",
+        agent=agent,
+        out_dir=None,
+        level=level,
+        episodes=episodes,
+        channel_options=options,
+    )
+
+
 def interleaved_timing(
     agent: Any, episodes: int, env_id: str, level: int, rounds: int, latent: tuple = LATENT
 ) -> list[dict[str, Any]]:
@@ -113,16 +109,7 @@ def interleaved_timing(
     best: dict[str, dict[str, float]] = {}
     for _ in range(rounds):
         for label, channel, opts in plan:
-            res = run(
-                env_id,
-                channel,
-                "smollm2-135m",
-                agent=agent,
-                out_dir=None,
-                level=level,
-                episodes=episodes,
-                channel_options=opts,
-            )
+            res = _run(agent, env_id, level, channel, opts, episodes)
             r = res.records
             t = {k: float(np.mean([x[f"time_{k}_s"] for x in r])) for k in ("sender", "channel", "receiver")}
             t["episode"] = sum(t.values())
@@ -240,7 +227,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=1, help="time each row this many times, keep the fastest")
     p.add_argument("--cells", default="all", help="'all' or env@level,... e.g. lpca/SecretRelay-v0@0")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--only", choices=("latency", "layers", "timing", "both"), default="both")
@@ -264,7 +250,7 @@ def main() -> None:
         cells = CELLS
         if args.cells != "all":
             cells = tuple((c.split("@")[0], int(c.split("@")[1])) for c in args.cells.split(","))
-        rows = latency(agent, args.episodes, cells, repeats=args.repeats)
+        rows = latency(agent, args.episodes, cells)
         name = "latency.json"
         (args.out / name).write_text(json.dumps(rows, indent=1))
         print(markdown(rows))
