@@ -62,6 +62,35 @@ def test_control_options_are_grid_entries():
     assert sorted({c.run.channel_options["ask"] for c in cells}) == [False, True]
 
 
+def test_channel_cells_restrict_where_a_channel_runs():
+    cells = expand(
+        cfg(
+            channels=[
+                {"name": "none", "budgets": ["unlimited"]},
+                {"name": "text", "budgets": ["unlimited"], "cells": ["lpca/SecretRelay-v0"]},
+                {
+                    "name": "text-budget",
+                    "budgets": [64],
+                    "cells": ["lpca/SecretRelay-v0@1", "lpca/KVLookup-v0@0"],
+                },
+            ],
+            scripted=[],
+            seeds=[0],
+        )
+    )
+    where = {(c.run.channel, c.run.env_id.split("/")[1], c.run.level) for c in cells}
+    assert where == {
+        ("none", "SecretRelay-v0", 0),
+        ("none", "SecretRelay-v0", 1),
+        ("none", "KVLookup-v0", 0),
+        ("text", "SecretRelay-v0", 0),
+        ("text", "SecretRelay-v0", 1),
+        ("text-budget", "SecretRelay-v0", 1),
+        ("text-budget", "KVLookup-v0", 0),
+    }
+    assert len(cells) == len(where)
+
+
 @pytest.mark.parametrize(
     "over,match",
     [
@@ -82,6 +111,8 @@ def test_control_options_are_grid_entries():
         ({"envs": []}, r"envs: List should have at least 1 item"),
         ({"channels": [], "scripted": []}, r"nothing to run"),
         ({"channels": [{"name": "text", "vary": {"ask": []}}]}, r"vary.ask has no values"),
+        ({"channels": [{"name": "none", "cells": ["lpca/KVLookup-v0@one"]}]}, r"cells.*'env_id@level'"),
+        ({"channels": [{"name": "none", "cells": []}]}, r"channels\[0\]\.cells: List should have at least 1"),
     ],
 )
 def test_bad_configs_name_the_key(over, match):
@@ -105,6 +136,11 @@ def test_bad_configs_name_the_key(over, match):
             r"both in options and vary",
         ),
         ({"channels": [{"name": "none"}, {"name": "none"}]}, r"the grid has the same cell twice"),
+        (
+            {"channels": [{"name": "none", "cells": ["lpca/KVLookup-v0@2"]}]},
+            r"channels\[0\]\.cells: 'lpca/KVLookup-v0@2' is not a task cell of this sweep",
+        ),
+        ({"channels": [{"name": "none", "cells": ["lpca/Arithmetic-v0"]}]}, r"not a task cell"),
     ],
 )
 def test_grid_checks_names_against_the_registries(over, match):
@@ -168,8 +204,11 @@ def test_cli_sweep_rejects_bad_input(tmp_path):
 def test_shipped_configs_expand():
     root = Path(__file__).parents[1]
     board = expand(load_config(root / "benchmarks" / "leaderboard" / "leaderboard.toml"))
-    # scripted x 3, P0 + P1 + P5 + (P2, P3, P4) x 3 budgets, 4 latent channels x 4 controls
-    assert len(board) == 3 * 3 + 3 * 12 + 3 * 16
+    # 3 task cells x (scripted x 3, P0 + P1 + P5 + (P2, P3, P4) x 3 budgets + the model skyline);
+    # SecretRelay's 2 levels x (4 latent channels x 4 controls + cipher at temperature 1)
+    assert len(board) == 3 * 3 + 3 * 13 + 2 * 17
+    latent = {c.run.env_id for c in board if "control" in c.run.channel_options}
+    assert latent == {"lpca/SecretRelay-v0"}
     assert {c.run.model for c in board} == {"smollm2-135m", "scripted"}
     (block,) = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), re.S)
     assert len(expand(parse_config(tomllib.loads(block)))) == 2 * 3 + 2 * (3 + 1)

@@ -90,11 +90,33 @@ class ChannelSpec(_Strict):
     """Message rounds (default: what the channel needs)."""
     budget_bits_per_episode: int | None = Field(None, ge=0)
     """Cap on all bits of an episode (default: none)."""
+    cells: list[str] | None = Field(None, min_length=1)
+    """Run this channel only on these task cells of the sweep's envs: ``"lpca/SecretRelay-v0"``
+    (every level swept) or ``"lpca/SecretRelay-v0@1"`` (one level). Default: every cell."""
 
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[BudgetValue] | None) -> list[BudgetValue] | None:
         return None if v is None else _check_budgets(v)
+
+    @field_validator("cells")
+    @classmethod
+    def _cells(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        for c in v:
+            env, _, level = c.partition("@")
+            if not env or (_ and not level.isdigit()):
+                raise ValueError(
+                    f"cells entry {c!r}: expected an env id or 'env_id@level', e.g. 'lpca/SecretRelay-v0@1'"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError(f"cells repeat an entry: {v}")
+        return v
+
+    def runs_on(self, env_id: str, level: int) -> bool:
+        """Whether this channel runs on the task cell (env_id, level)."""
+        return self.cells is None or env_id in self.cells or f"{env_id}@{level}" in self.cells
 
     @field_validator("vary")
     @classmethod

@@ -59,6 +59,7 @@ class Cell:
 def expand(cfg: SweepConfig) -> list[Cell]:
     """Every cell of the grid, scripted ones first, then grouped by (model, backend)."""
     _check_envs(cfg)
+    _check_channel_cells(cfg)
     _check_models(cfg)
     common = dict(episodes=cfg.episodes, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     cells: list[Cell] = []
@@ -80,6 +81,8 @@ def expand(cfg: SweepConfig) -> list[Cell]:
         for env in cfg.envs:
             for level in env.levels:
                 for i, ch in enumerate(cfg.channels):
+                    if not ch.runs_on(env.id, level):
+                        continue
                     for opts in ch.option_sets():
                         for b in ch.budgets or cfg.budgets:
                             for seed in cfg.seeds:
@@ -121,6 +124,19 @@ def _check_envs(cfg: SweepConfig) -> None:
             raise SweepConfigError(f"envs[{i}].levels: {env.id} has levels {levels}, got {bad}")
         if len(set(env.levels)) != len(env.levels):
             raise SweepConfigError(f"envs[{i}].levels repeat a level: {env.levels}")
+
+
+def _check_channel_cells(cfg: SweepConfig) -> None:
+    swept = {(e.id, lv) for e in cfg.envs for lv in e.levels}
+    for i, ch in enumerate(cfg.channels):
+        for c in ch.cells or []:
+            env, _, level = c.partition("@")
+            hit = [k for k in swept if k[0] == env and (not level or k[1] == int(level))]
+            if not hit:
+                have = ", ".join(sorted(f"{e}@{lv}" for e, lv in swept))
+                raise SweepConfigError(
+                    f"channels[{i}].cells: {c!r} is not a task cell of this sweep's envs (they are: {have})"
+                )
 
 
 def _check_models(cfg: SweepConfig) -> None:
