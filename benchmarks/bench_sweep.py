@@ -1,14 +1,17 @@
 """Sweep throughput (1 vs 2 local workers) and the sweep machinery's per-episode overhead.
 
-Three measurements of the same small grid, side by side, each a fresh process timed from
-start to exit (interpreter, imports, model load and all):
+The same small grid (4 cells), measured side by side, each a fresh process timed from start
+to exit (interpreter, imports, model load and all):
 
 - direct: one process loads the model and calls `lpca_protocols.runner.run` for each cell
   (reusing the agent, writing a run directory per cell) -- what a user without sweeps does;
 - sweep, 1 worker: `lpca sweep CONFIG --workers 1` (driver + one worker process);
-- sweep, 2 workers: `lpca sweep CONFIG --workers 2` (torch threads split between them).
+- sweep, 2 workers: `lpca sweep CONFIG --workers 2`.
 
-Targets: 2 workers >= 1.7x the episodes/s of 1; sweep overhead per episode <= 5% of direct.
+direct and the 1-worker sweep run at E and 2E episodes per cell: the slope between the two is
+the marginal time per episode, free of the fixed start-up costs, and the sweep's per-episode
+overhead is the ratio of the slopes. Targets: 2 workers >= 1.7x the episodes/s of 1 (one
+torch thread per worker); sweep overhead per episode <= 5% of direct.
 
     python benchmarks/bench_sweep.py --model smollm2-135m --episodes 32
 """
@@ -22,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -38,9 +42,10 @@ class Config:
     """Longest answer: short, so the grid stays small."""
     repeats: int = 1
     """Times each measurement is taken (the median is reported)."""
-    threads: int = 0
-    """Torch threads of the direct run and of the 1-worker sweep (0: all cores, the sweep's default).
-    On a shared machine 1 avoids OpenMP spin-waiting on contended cores, which inflates 2-thread times."""
+    threads: int = 1
+    """Torch threads per process (direct run and every sweep worker). 1 makes the 2-worker figure
+    a measure of the executor's scaling (one core per worker) and avoids OpenMP spin-waiting; a
+    last row runs 1 worker on every core, the sweep's default on this machine."""
 
 
 def grid_toml(cfg: Config) -> str:
@@ -100,38 +105,53 @@ def main() -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     cfg = Config(**vars(p.parse_args()))
     cores = os.cpu_count() or 1
+    t = cfg.threads or 1
+    rows: dict[str, tuple[int, float, float]] = {}  # name -> (episodes, median wall s, median CPU s)
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.toml"
-        config.write_text(grid_toml(cfg))
-        episodes = 4 * cfg.episodes
-        lpca = [sys.executable, "-m", "lpca_protocols.cli", "sweep", str(config)]
-        times: dict[str, list[tuple[float, float]]] = {
-            "direct": [],
-            "sweep 1 worker": [],
-            "sweep 2 workers": [],
-        }
-        for i in range(cfg.repeats):
-            times["direct"].append(
-                timed([sys.executable, "-c", DIRECT, str(config), f"{tmp}/d{i}", str(cores)])
+        lpca = [sys.executable, "-m", "lpca_protocols.cli", "sweep"]
+
+        def measure(name: str, eps: int, cmd: Callable[[str, str], list[str]]) -> None:
+            config = Path(tmp) / f"bench{eps}.toml"
+            config.write_text(grid_toml(replace(cfg, episodes=eps)))
+            got = [timed(cmd(str(config), f"{tmp}/{len(rows)}_{i}")) for i in range(cfg.repeats)]
+            wall, cpu = (sorted(x)[len(x) // 2] for x in zip(*got))
+            rows[name] = (4 * eps, wall, cpu)
+            print(f"{name}: {4 * eps} episodes, {wall:.1f} s wall, {cpu:.1f} CPU s", flush=True)
+
+        e, e2 = cfg.episodes, 2 * cfg.episodes
+        for eps in (e, e2):
+            measure(f"direct, {eps}/cell", eps, lambda c, o: [sys.executable, "-c", DIRECT, c, o, str(t)])
+            measure(
+                f"sweep 1 worker, {eps}/cell",
+                eps,
+                lambda c, o: [*lpca, c, "--out", o, "--workers", "1", "--threads", str(t)],
             )
-            times["sweep 1 worker"].append(timed([*lpca, "--out", f"{tmp}/s1_{i}", "--workers", "1"]))
-            times["sweep 2 workers"].append(timed([*lpca, "--out", f"{tmp}/s2_{i}", "--workers", "2"]))
-            print(
-                f"repeat {i}: "
-                + ", ".join(f"{k} {v[-1][0]:.1f}s ({v[-1][1]:.1f} CPU s)" for k, v in times.items())
-            )
-    wall = {k: sorted(w for w, _ in v)[len(v) // 2] for k, v in times.items()}
-    cpu = {k: sorted(c for _, c in v)[len(v) // 2] for k, v in times.items()}
-    shape = f"{cfg.model}, 4 cells x {cfg.episodes}, batch {cfg.batch_size}"
-    print(f"\n{episodes} episodes ({shape}), {cores} cores, medians of {cfg.repeats}\n")
-    print("| run | wall s | episodes/s | CPU s | CPU s/episode |\n|---|---:|---:|---:|---:|")
-    for k in times:
-        print(f"| {k} | {wall[k]:.1f} | {episodes / wall[k]:.2f} | {cpu[k]:.1f} | {cpu[k] / episodes:.3f} |")
-    speedup = wall["sweep 1 worker"] / wall["sweep 2 workers"]
-    print(f"\n2 workers vs 1 (wall): {speedup:.2f}x (target >= 1.7x)")
-    for name, m in (("wall", wall), ("CPU", cpu)):
-        overhead = (m["sweep 1 worker"] - m["direct"]) / m["direct"]
-        print(f"sweep overhead per episode vs direct runner ({name}): {100 * overhead:+.1f}% (target <= 5%)")
+        measure(
+            f"sweep 2 workers, {e2}/cell",
+            e2,
+            lambda c, o: [*lpca, c, "--out", o, "--workers", "2", "--threads", str(t)],
+        )
+        if cores > t:
+            measure(f"sweep 1 worker x {cores} threads, {e2}/cell", e2, lambda c, o: [*lpca, c, "--out", o])
+    shape = f"{cfg.model}, 4 cells, batch {cfg.batch_size}, {t} torch thread(s) per process"
+    print(f"\n{shape}, {cores} cores, medians of {cfg.repeats}\n")
+    print("| run | episodes | wall s | episodes/s | CPU s |\n|---|---:|---:|---:|---:|")
+    for k, (n, w, c) in rows.items():
+        print(f"| {k} | {n} | {w:.1f} | {n / w:.2f} | {c:.1f} |")
+    one, two = rows[f"sweep 1 worker, {e2}/cell"], rows[f"sweep 2 workers, {e2}/cell"]
+    print(f"\n2 workers vs 1 ({t} thread(s) each, wall): {one[1] / two[1]:.2f}x (target >= 1.7x)")
+    # Marginal seconds per episode: the slope between E and 2E episodes per cell, so the fixed
+    # costs (interpreter, imports, model load, worker spawn) cancel out of the comparison.
+    n = 4 * (e2 - e)
+    for what, i in (("wall", 1), ("CPU", 2)):
+        direct = (rows[f"direct, {e2}/cell"][i] - rows[f"direct, {e}/cell"][i]) / n
+        sweep = (rows[f"sweep 1 worker, {e2}/cell"][i] - rows[f"sweep 1 worker, {e}/cell"][i]) / n
+        print(
+            f"marginal {what} s/episode: direct {direct:.4f}, sweep {sweep:.4f}: "
+            f"overhead {100 * (sweep / direct - 1):+.1f}% (target <= 5%)"
+        )
+    fixed = rows[f"sweep 1 worker, {e}/cell"][1] - rows[f"direct, {e}/cell"][1]
+    print(f"fixed cost of a sweep over a direct run (wall, {e}/cell): {fixed:+.1f} s")
 
 
 if __name__ == "__main__":
