@@ -7,7 +7,8 @@
     msg = c.message(hidden, "alice", "bob") # a Message whose bits == c.bits(shape)
 
 Built-ins: fp32, fp16, bf16, q8_0, q4_0 (ggml layouts), rotq (rotation + Lloyd-Max),
-and the learned vq, rvq, fsq (vector-quantize-pytorch) and pq (faiss), which need a
+rotq-tcq (rotation + trellis-coded quantization: the same bits, ~0.25 bit closer to the
+bound), and the learned vq, rvq, fsq (vector-quantize-pytorch) and pq (faiss), which need a
 trained `Codebook`. Importing this package is light: numpy only; torch and faiss load
 inside the learned codecs when they train.
 """
@@ -22,6 +23,7 @@ from lpca_protocols.codecs.floats import BF16, FP16, FP32
 from lpca_protocols.codecs.ggml import Q4_0, Q8_0
 from lpca_protocols.codecs.learned import FSQ, PQ, RVQ, VQ, Codebook, CodebookStore
 from lpca_protocols.codecs.rotq import RotQ
+from lpca_protocols.codecs.tcq import RotTCQ
 
 _BY_NAME: dict[str, type[Codec]] = {}
 _BY_ID: dict[int, type[Codec]] = {}
@@ -41,7 +43,7 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
-for _cls in (FP32, FP16, BF16, Q8_0, Q4_0, RotQ, VQ, RVQ, FSQ, PQ):
+for _cls in (FP32, FP16, BF16, Q8_0, Q4_0, RotQ, RotTCQ, VQ, RVQ, FSQ, PQ):
     register(_cls)
 
 
