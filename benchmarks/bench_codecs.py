@@ -3,7 +3,8 @@
 1. Speed. Encode and decode GB/s (float32 bytes in or out per second) of every codec on
    one bulk buffer, next to `np.copy` of the same buffer, and the latency of encode +
    decode of one 576-float vector (SmolLM2's width). Targets: q8_0 encode+decode of
-   one vector <= 20 us; bulk q8_0 >= 1 GB/s.
+   one vector <= 20 us; bulk q8_0 >= 1 GB/s. q8_0 and q4_0 run numba-compiled kernels
+   when numba is installed (the `fast` extra); their "(numpy)" rows time the numpy code.
 2. Rate-distortion. Hidden states of SmolLM2 at several layers (every position of ~100
    varied texts, duplicates removed), split into train (learned codebooks) and test
    rows. Normalized MSE = mean over test rows of |x - x^|^2 / |x|^2, against bits per
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import random
 import time
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lpca_protocols import codecs
-from lpca_protocols.codecs import learned
+from lpca_protocols.codecs import ggml, learned
 
 SPEED_CODECS = [
     "fp32",
@@ -44,6 +46,8 @@ SPEED_CODECS = [
     "rotq:bits=3",
     "rotq:bits=4",
 ]
+#: Codecs with a compiled path: each also gets a "(numpy)" row, timed with ``jit=False``.
+JIT_CODECS = ("q8_0", "q4_0")
 RD_CODECS = [
     "fp16",
     "bf16",
@@ -110,7 +114,12 @@ def speed(cfg: Config, extra: dict[str, codecs.Codec]) -> list[dict]:
     small = bulk[: max(64, rows // 8)]
     vec = bulk[0].copy()
     out = []
-    specs = [(s, codecs.get(s)) for s in SPEED_CODECS] + list(extra.items())
+    specs = []
+    for s in SPEED_CODECS:
+        specs.append((s, codecs.get(s)))
+        if s in JIT_CODECS:
+            specs.append((f"{s} (numpy)", codecs.get(s, jit=False)))
+    specs += list(extra.items())
     for name, c in specs:
         buf = bulk if c.name in ("fp32", "fp16", "bf16", "q8_0", "q4_0") else small
         copy_s = best(lambda buf=buf: np.copy(buf), cfg.repeats)
@@ -121,6 +130,7 @@ def speed(cfg: Config, extra: dict[str, codecs.Codec]) -> list[dict]:
         n = 2000 if c.name in ("fp32", "fp16", "bf16", "q8_0", "q4_0") else 200
         vec_enc = best(lambda c=c: c.encode(vec), cfg.repeats, n)
         vec_dec = best(lambda c=c, e1=e1: c.decode(e1, vec.shape), cfg.repeats, n)
+        vec_both = best(lambda c=c: c.decode(c.encode(vec), vec.shape), cfg.repeats, n)
         out.append(
             {
                 "codec": name,
@@ -130,6 +140,7 @@ def speed(cfg: Config, extra: dict[str, codecs.Codec]) -> list[dict]:
                 "dec": buf.nbytes / dec_s / 1e9,
                 "vec_enc_us": vec_enc * 1e6,
                 "vec_dec_us": vec_dec * 1e6,
+                "vec_us": vec_both * 1e6,
                 "bytes_576": len(e1),
             }
         )
@@ -264,15 +275,20 @@ def main() -> None:
 
     if args.only in (None, "speed"):
         print("## Speed (GB/s of float32; 576-float vector latency)\n")
+        rows = speed(cfg, {})
+        if ggml.jit_enabled():
+            print(f"q8_0 and q4_0: numba {importlib.metadata.version('numba')} kernels\n")
+        else:
+            print("q8_0 and q4_0: numpy (numba is not installed, or LPCA_NO_JIT is set)\n")
         print(
             "| codec | buffer MB | np.copy GB/s | encode GB/s | decode GB/s | 576-vec encode us | "
-            "576-vec decode us | bytes for 576 floats |"
+            "576-vec decode us | 576-vec encode+decode us | bytes for 576 floats |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for r in speed(cfg, {}):
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
             print(
                 f"| {r['codec']} | {r['MB']:.0f} | {r['copy']:.2f} | {r['enc']:.3f} | {r['dec']:.3f} | "
-                f"{r['vec_enc_us']:.1f} | {r['vec_dec_us']:.1f} | {r['bytes_576']} |"
+                f"{r['vec_enc_us']:.1f} | {r['vec_dec_us']:.1f} | {r['vec_us']:.1f} | {r['bytes_576']} |"
             )
         print()
     if args.only == "speed":

@@ -12,11 +12,22 @@ and then the blocks coincide with ggml's row by row).
   ``x ~= d * (q - 8)``.
 
 The scale is computed and applied in float32 and only stored as fp16, as ggml does.
+
+Compiled fast path: with numba installed (the ``fast`` extra), encode and decode run
+compiled kernels (`_ggml_jit`) that give the same bytes and the same arrays as the numpy
+code below, and the same `CodecError` for NaN, infinite or huge values. numba loads on the
+first encode or decode, not at import: that call takes ~1 s (numba's import and its cached
+kernels), or several seconds the very first time while the kernels compile and are cached
+under ``__pycache__``. Time codecs after a warm-up call. Set ``LPCA_NO_JIT=1`` to always use
+numpy; ``Q8_0(jit=False)`` and ``Q4_0(jit=False)`` do so for one codec object.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +64,26 @@ _SMALL_BLOCKS = 64
 Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (QK,))])
 Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
 _STARTS = np.arange(0, _Q8_CHUNK, QK)
+
+
+@functools.cache
+def _jit() -> Any:
+    """The compiled kernels' module, or None: numba missing, ``LPCA_NO_JIT`` set, or a failed load."""
+    if os.environ.get("LPCA_NO_JIT", "") not in ("", "0"):
+        return None
+    try:
+        from lpca_protocols.codecs import _ggml_jit
+    except ImportError:
+        return None
+    except Exception as exc:  # numba present but unusable (LLVM, cache, ...): numpy still works
+        warnings.warn(f"ggml codecs: numba kernels unavailable, using numpy ({exc!r})", stacklevel=3)
+        return None
+    return _ggml_jit
+
+
+def jit_enabled() -> bool:
+    """Whether q8_0 and q4_0 run the compiled kernels (loads numba on the first call)."""
+    return _jit() is not None
 
 
 def _flat(array: Any, name: str) -> np.ndarray:
@@ -123,7 +154,18 @@ class Q8_0(Codec):
     codec_id = 0x0010
     name = "q8_0"
 
+    def __init__(self, jit: bool = True) -> None:
+        #: Use the compiled kernels when they are available (a local choice: not a parameter on the wire).
+        self.jit = bool(jit)
+
     def encode(self, array: Any) -> bytes:
+        k = self.jit and _jit()
+        if k:
+            x = as_float_array(array, self.name, finite=False).reshape(-1)
+            out = np.empty((QK + 2) * -(-x.size // QK), np.uint8)
+            if k.q8_0_encode(x, out) < 0:
+                return out.tobytes()
+            # a block the kernel refused: the numpy code below raises the typed error
         a = _flat(array, self.name)
         if a.size == 0:
             return b""
@@ -136,6 +178,11 @@ class Q8_0(Codec):
         n = math.prod(shp)
         if len(data) != (QK + 2) * -(-n // QK):
             self._check_data(data, shp)  # raises the typed error
+        k = self.jit and _jit()
+        if k:
+            out = np.empty(n, np.float32)
+            k.q8_0_decode(np.frombuffer(data, np.uint8), k.F16_TO_F32, out)
+            return out.reshape(shp)
         raw = np.frombuffer(data, Q8_0_BLOCK)
         # int8 * float32 is computed in float32, exactly as casting qs first: one call instead of three.
         out = np.multiply(raw["qs"], raw["d"].astype(np.float32)[:, None]).reshape(-1)
@@ -151,7 +198,18 @@ class Q4_0(Codec):
     codec_id = 0x0011
     name = "q4_0"
 
+    def __init__(self, jit: bool = True) -> None:
+        #: Use the compiled kernels when they are available (a local choice: not a parameter on the wire).
+        self.jit = bool(jit)
+
     def encode(self, array: Any) -> bytes:
+        k = self.jit and _jit()
+        if k:
+            x = as_float_array(array, self.name, finite=False).reshape(-1)
+            out = np.empty((QK // 2 + 2) * -(-x.size // QK), np.uint8)
+            if k.q4_0_encode(x, out) < 0:
+                return out.tobytes()
+            # a block the kernel refused: numpy raises the typed error, or codes a subnormal scale itself
         a = _flat(array, self.name)
         out = np.empty(a.size // QK, Q4_0_BLOCK)
         if a.size == 0:
@@ -173,6 +231,11 @@ class Q4_0(Codec):
 
     def decode(self, data: bytes, shape: Sequence[int]) -> np.ndarray:
         shp = self._check_data(data, shape)
+        k = self.jit and _jit()
+        if k:
+            out = np.empty(math.prod(shp), np.float32)
+            k.q4_0_decode(np.frombuffer(data, np.uint8), k.F16_TO_F32, out)
+            return out.reshape(shp)
         raw = np.frombuffer(data, Q4_0_BLOCK)
         qs = raw["qs"]
         q = np.empty((len(raw), QK), np.int8)
