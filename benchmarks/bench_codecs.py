@@ -10,7 +10,8 @@
    rows. Normalized MSE = mean over test rows of |x - x^|^2 / |x|^2, against bits per
    coordinate (everything counted: scales, norms, indices). The Gaussian bound
    D(R) = 2^(-2R) is on the plot; the gap of a codec is R - R_bound(D) =
-   R + log2(D) / 2 bits. Target: rotq within 0.6 bit of the bound at 3-4 bits.
+   R + log2(D) / 2 bits. Target: rotq within 0.6 bit of the bound at 3-4 bits (rotq-tcq,
+   the trellis-coded variant at the same bits, is listed beside it).
 3. Next-token KL after resume: hidden states at `kl_layer` go through each codec and
    `Backend.resume` runs the remaining blocks; KL(uninterrupted || resumed) of the
    last position's next-token distribution, averaged over held-out texts.
@@ -45,6 +46,7 @@ SPEED_CODECS = [
     "rotq:bits=2",
     "rotq:bits=3",
     "rotq:bits=4",
+    "rotq-tcq:bits=4",
 ]
 #: Codecs with a compiled path: each also gets a "(numpy)" row, timed with ``jit=False``.
 JIT_CODECS = ("q8_0", "q4_0")
@@ -59,6 +61,14 @@ RD_CODECS = [
     "rotq:bits=4",
     "rotq:bits=5",
     "rotq:bits=6",
+    "rotq:bits=3,search=1",
+    "rotq:bits=4,search=1",
+    "rotq-tcq:bits=1",
+    "rotq-tcq:bits=2",
+    "rotq-tcq:bits=3",
+    "rotq-tcq:bits=4",
+    "rotq-tcq:bits=5",
+    "rotq-tcq:bits=6",
 ]
 
 
@@ -372,6 +382,8 @@ def main() -> None:
 
 def family(name: str) -> str:
     base = name.split(":")[0]
+    if "search=1" in name:
+        return "rotq search"
     return {"q8_0": "ggml", "q4_0": "ggml", "fp16": "float", "bf16": "float", "fp32": "float"}.get(base, base)
 
 
@@ -388,7 +400,17 @@ def plot(cfg: Config, results: dict, kl_rows: dict, rates: dict) -> None:
     r = np.linspace(0.5, 16.5, 200)
     ax.plot(r, 2.0 ** (-2 * r), "k--", label="Gaussian bound $2^{-2R}$")
     ax.plot(r, 2.0 ** (-2 * (r - 0.6)), "k:", lw=0.8, label="bound + 0.6 bit")
-    styles = {"rotq": "o-", "vq": "s", "rvq": "^", "fsq": "D", "pq": "v", "ggml": "P", "float": "*"}
+    styles = {
+        "rotq": "o-",
+        "rotq search": "o",
+        "rotq-tcq": "x-",
+        "vq": "s",
+        "rvq": "^",
+        "fsq": "D",
+        "pq": "v",
+        "ggml": "P",
+        "float": "*",
+    }
     for fam, style in styles.items():
         pts = sorted(
             results[n][cfg.kl_layer] for n in results if family(n) == fam and cfg.kl_layer in results[n]
@@ -396,7 +418,7 @@ def plot(cfg: Config, results: dict, kl_rows: dict, rates: dict) -> None:
         if pts:
             ax.plot(*zip(*pts), style, label=f"{fam} (layer {cfg.kl_layer})", ms=6)
     for layer in cfg.layers:
-        pts = sorted(results[n][layer] for n in results if n.startswith("rotq"))
+        pts = sorted(results[n][layer] for n in results if family(n) == "rotq")
         ax.plot(*zip(*pts), "-", alpha=0.35, lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("bits per coordinate (all overhead included)")

@@ -204,3 +204,39 @@ def test_kill_9_of_a_worker_loses_nothing_after_resume(agent, tmp_path):
         opts = {k: v for k, v in vars(cell.run).items() if k not in ("env_id", "channel", "model")}
         direct = run(cell.run.env_id, cell.run.channel, TINY, agent=agent, out_dir=None, **opts)
         assert strip(recs) == strip(direct.records)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the workers")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_workers_stop_when_the_driver_is_killed_or_interrupted(tmp_path, sig):
+    # An orphaned worker would go on running a cell nobody collects, next to a restarted sweep.
+    path = tmp_path / "orphan.toml"
+    path.write_text(
+        'name = "orphan"\nmodels = ["tiny-random-llama"]\nepisodes = 400\nbatch_size = 1\n'
+        'max_new_tokens = 6\n[[envs]]\nid = "lpca/SecretRelay-v0"\nlevels = [0, 1]\n'
+        '[[channels]]\nname = "text"\noptions = { forward_view = true }\n'
+    )
+    cmd = [sys.executable, "-m", "lpca_protocols.cli", "sweep", str(path), "--out", str(tmp_path / "o")]
+    proc = subprocess.Popen([*cmd, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    logs = list((tmp_path / "o").glob("cells/*/episodes.jsonl"))
+    deadline = time.monotonic() + 120
+    while not (logs and all(f.read_bytes().count(b"\n") >= 2 for f in logs) and len(logs) == 2):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the sweep never started writing episodes"
+        time.sleep(0.05)
+        logs = list((tmp_path / "o").glob("cells/*/episodes.jsonl"))
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, sig)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 20
+    while any(
+        Path(f"/proc/{w}").exists() and b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()
+        for w in workers
+    ):
+        assert time.monotonic() < deadline, "a worker outlived its driver"
+        time.sleep(0.1)
+    counts = [f.read_bytes().count(b"\n") for f in logs]
+    time.sleep(1.5)
+    assert [f.read_bytes().count(b"\n") for f in logs] == counts  # nobody writes any more
+    assert all(c < 400 for c in counts)

@@ -204,9 +204,10 @@ def test_cli_sweep_rejects_bad_input(tmp_path):
 def test_shipped_configs_expand():
     root = Path(__file__).parents[1]
     board = expand(load_config(root / "benchmarks" / "leaderboard" / "leaderboard.toml"))
-    # 3 task cells x (scripted x 3, P0 + P1 + P5 + (P2, P3, P4) x 3 budgets + the model skyline);
-    # SecretRelay's 2 levels x (4 latent channels x 4 controls + cipher at temperature 1)
-    assert len(board) == 3 * 3 + 3 * 13 + 2 * 17
+    # 3 task cells x 3 scripted; SecretRelay's 2 levels x (P0 + P1 + P5 + (P2, P3, P4) x 3 budgets +
+    # the model skyline, 4 latent channels x 4 controls + cipher at temperature 1); KVLookup: P0, P1,
+    # P2 x 3 budgets, P5, the model skyline
+    assert len(board) == 3 * 3 + 2 * (13 + 17) + 7
     latent = {c.run.env_id for c in board if "control" in c.run.channel_options}
     assert latent == {"lpca/SecretRelay-v0"}
     assert {c.run.model for c in board} == {"smollm2-135m", "scripted"}

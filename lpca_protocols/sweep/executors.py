@@ -10,6 +10,9 @@ stops the sweep: rerunning the same command resumes it.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +33,20 @@ _worker: CellWorker | None = None  # the CellWorker of a local worker process
 
 def _init_worker(threads: int | None) -> None:
     global _worker
+    _watch_parent(os.getppid())
     _worker = CellWorker(threads)
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """Exit this worker when its driver is gone (killed by a signal, even SIGKILL): an orphaned
+    worker would go on running a cell nobody collects, competing with a restarted sweep."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)  # the episode log is append-only: at most the batch in flight is lost
+
+    threading.Thread(target=watch, name="lpca-parent-watch", daemon=True).start()
 
 
 def _run_cell(cell: Cell, run_dir: str) -> dict[str, Any]:
@@ -47,7 +63,8 @@ def run_local(
 ) -> None:
     """A pool of `workers` spawned processes; cells are queued in grid order (grouped by model)."""
     ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    try:
         futures = {pool.submit(_run_cell, cell, str(d)): cell for cell, d in tasks}
         pending = set(futures)
         while pending:
@@ -62,6 +79,14 @@ def run_local(
                 except Exception as e:  # the cell failed; the others go on
                     on_done(futures[f], None, _error(e))
             tick()
+    except BaseException:
+        # Ctrl-C or an error: stop the workers now rather than wait for their cells to finish
+        # (a rerun resumes the cells they were in).
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run_ray(
