@@ -50,8 +50,15 @@ def tiny_mlx():
     return LMAgent(lpca_models.load("tiny-random-llama", backend="mlx"), max_new_tokens=4)
 
 
-def random_checkpoint(path, agent, kind="prefix", k=4, m=8, size=16, tail=0):
+#: Quantizers beside plain VQ, as CodecSpec options.
+RVQ = {"quantizer": "rvq", "rvq_levels": 3}
+FSQ = {"quantizer": "fsq", "fsq_levels": (5, 4, 3)}
+
+
+def random_checkpoint(path, agent, kind="prefix", k=4, m=8, size=16, tail=0, **spec_options):
     info = agent.backend.info
+    if spec_options.get("quantizer") == "fsq":
+        size = math.prod(spec_options["fsq_levels"])
     spec = CodecSpec(
         kind=kind,
         k=k,
@@ -63,6 +70,7 @@ def random_checkpoint(path, agent, kind="prefix", k=4, m=8, size=16, tail=0):
         width=32,
         heads=4,
         codebook_size=size if kind == "codebook" else 0,
+        **spec_options,
     )
     torch.manual_seed(0)
     net = torch_net(spec)
@@ -71,8 +79,9 @@ def random_checkpoint(path, agent, kind="prefix", k=4, m=8, size=16, tail=0):
             p.add_(torch.randn_like(p) * 0.1)
         net.enc.mu.normal_(std=0.1)
         net.enc.sd.uniform_(0.5, 2.0)
-        if kind == "codebook":
-            net.codebook.normal_()
+        for b in net.buffers():  # codebooks, fsq projections
+            if b is not net.enc.mu and b is not net.enc.sd:
+                b.normal_()
     save_checkpoint(path, spec, net.weights(), info.name, info.fingerprint, {"note": "random"})
     return path, net
 
@@ -102,9 +111,13 @@ def deliver(chan, rows):
 # ---------------------------------------------------------------------------- checkpoints, frameworks
 
 
-@pytest.mark.parametrize("kind", ["prefix", "codebook"])
-def test_checkpoint_round_trip_gives_the_modules_own_outputs(tmp_path, tiny, kind):
-    path, net = random_checkpoint(tmp_path / "c", tiny, kind)
+@pytest.mark.parametrize(
+    "kind,options",
+    [("prefix", {}), ("codebook", {}), ("codebook", RVQ), ("codebook", FSQ)],
+    ids=["prefix", "vq", "rvq", "fsq"],
+)
+def test_checkpoint_round_trip_gives_the_modules_own_outputs(tmp_path, tiny, kind, options):
+    path, net = random_checkpoint(tmp_path / "c", tiny, kind, **options)
     ckpt = load_checkpoint(path)
     assert ckpt.base_fingerprint == tiny.backend.info.fingerprint and ckpt.meta == {"note": "random"}
     runner = CodecRunner(ckpt)
@@ -116,9 +129,39 @@ def test_checkpoint_round_trip_gives_the_modules_own_outputs(tmp_path, tiny, kin
     np.testing.assert_array_equal(runner.decode(want_p, "torch"), want_d)
     if kind == "codebook":
         idx = runner.quantize(want_p)
+        assert idx.shape == (ckpt.spec.symbols_per_message,)
         with torch.no_grad():
             assert idx.tolist() == net.nearest(torch.from_numpy(want_p)[None])[0].tolist()
             np.testing.assert_array_equal(runner.rows(idx), net.rows(torch.from_numpy(idx)[None])[0].numpy())
+
+
+@pytest.mark.parametrize(
+    "options,m",
+    [({"quantizer": "vq"}, 4), (RVQ, 4), ({**FSQ, "fsq_levels": (8, 5, 5)}, 4), (FSQ, 3)],
+    ids=["vq", "rvq", "fsq", "fsq-no-projection"],
+)
+def test_inference_quantizes_exactly_as_vector_quantize_pytorch_trained(options, m):
+    """The exported tables, read without the library, give the library's own quantized packets."""
+    from lpca_protocols.channels._codec_nets import dequantize, quantize
+    from lpca_protocols.training.quantizers import make_quantizer
+
+    levels = options.get("fsq_levels")
+    size = math.prod(levels) if levels else 8
+    spec = CodecSpec(
+        kind="codebook", k=3, m=m, d_src=8, d_out=8, source_layer=1, width=16, codebook_size=size, **options
+    )
+    torch.manual_seed(0)
+    quant = make_quantizer(spec, commitment=0.25)
+    x = torch.randn(256, 3, m) * 2
+    quant.init(x, torch.Generator().manual_seed(0))
+    quant.module.eval()
+    with torch.no_grad():
+        want, _ = quant(x)
+    tables = {n: t.numpy() for n, t in quant.export().items()}
+    symbols = quantize(spec, tables, x.numpy())
+    assert symbols.shape == (256, spec.symbols_per_message)
+    assert symbols.min() >= 0 and symbols.max() < size and len(np.unique(symbols)) > 4
+    np.testing.assert_array_equal(dequantize(spec, tables, symbols), want.numpy())
 
 
 @needs_mlx
@@ -135,10 +178,20 @@ def test_torch_and_mlx_forwards_agree(tmp_path, tiny, kind):
 
 
 @needs_mlx
-@pytest.mark.parametrize("name", ["latent-prefix", "latent-codebook"])
-def test_the_channel_runs_on_both_backends_with_the_same_checkpoint(tmp_path, tiny, tiny_mlx, name):
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("latent-prefix", {}),
+        ("latent-codebook", {}),
+        ("latent-codebook", RVQ),
+        ("latent-codebook", FSQ),
+        ("latent-prefix", {"inject_layer": 2}),
+    ],
+    ids=["prefix", "vq", "rvq", "fsq", "prefix-inject"],
+)
+def test_the_channel_runs_on_both_backends_with_the_same_checkpoint(tmp_path, tiny, tiny_mlx, name, options):
     kind = "prefix" if name == "latent-prefix" else "codebook"
-    path, _ = random_checkpoint(tmp_path / "c", tiny, kind)
+    path, _ = random_checkpoint(tmp_path / "c", tiny, kind, **options)
     out = {}
     for agent in (tiny, tiny_mlx):
         chan = (
@@ -152,6 +205,10 @@ def test_the_channel_runs_on_both_backends_with_the_same_checkpoint(tmp_path, ti
     assert [m.bits for m in mt] == [m.bits for m in mm]
     for a, b in zip(ct, cm):  # the backends' hidden states differ in float rounding only
         np.testing.assert_allclose(a.prefix, b.prefix, atol=1e-3, rtol=0)
+        assert len(a.injections) == len(b.injections) == (1 if "inject_layer" in options else 0)
+        for ia, ib in zip(a.injections, b.injections):
+            assert (ia.layer, ia.positions, ia.mode) == (ib.layer, ib.positions, ib.mode)
+            np.testing.assert_allclose(ia.vector, ib.vector, atol=1e-3, rtol=0)
 
 
 # ---------------------------------------------------------------------------- bits and controls
@@ -167,13 +224,27 @@ def test_prefix_bits_follow_the_serializer(tmp_path, tiny):
         assert all(c.prefix.shape == (4, 64) for c in conds)
 
 
-@pytest.mark.parametrize("size,k", [(16, 4), (5, 3), (256, 2)])
-def test_codebook_bits_are_k_times_ceil_log2_k(tmp_path, tiny, size, k):
-    path, _ = random_checkpoint(tmp_path / "c", tiny, "codebook", k=k, size=size)
-    msgs, _ = deliver(make_channel("latent-codebook", checkpoint=str(path)), contexts(tiny, 2))
-    bits = k * math.ceil(math.log2(size))
+@pytest.mark.parametrize(
+    "size,k,options,bits",
+    [
+        (16, 4, {}, 4 * 4),
+        (5, 3, {}, 3 * 3),
+        (256, 2, {}, 2 * 8),
+        (16, 4, {"quantizer": "rvq", "rvq_levels": 3}, 4 * 3 * 4),  # k * Q * ceil(log2 K)
+        (5, 2, {"quantizer": "rvq", "rvq_levels": 2}, 2 * 2 * 3),
+        (60, 4, {"quantizer": "fsq", "fsq_levels": (5, 4, 3)}, 4 * 6),  # k * ceil(log2 prod(levels))
+        (1000, 3, {"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5)}, 3 * 10),
+    ],
+)
+def test_codebook_bits_are_exact(tmp_path, tiny, size, k, options, bits):
+    path, _ = random_checkpoint(tmp_path / "c", tiny, "codebook", k=k, size=size, **options)
+    rows = contexts(tiny, 2)
+    msgs, conds = deliver(make_channel("latent-codebook", checkpoint=str(path)), rows)
     assert all(m.bits == bits and len(m.payload) == math.ceil(bits / 8) for m in msgs)
     assert msgs[0].meta["codec"] == f"index:size={size}"
+    assert all(c.prefix.shape == (k, 64) for c in conds)
+    symbols = rows[0]["A"].diagnostics["symbols"]
+    assert len(symbols) == k * options.get("rvq_levels", 1) and rows[0]["A"].diagnostics["alphabet"] == size
 
 
 def test_index_codec_round_trip_and_rejections():
@@ -188,10 +259,18 @@ def test_index_codec_round_trip_and_rejections():
             c.encode(np.array(bad, np.float32))
 
 
-@pytest.mark.parametrize("name", ["latent-prefix", "latent-codebook"])
-def test_controls_change_the_payload_never_the_bits(tmp_path, tiny, name):
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("latent-prefix", {}),
+        ("latent-codebook", {}),
+        ("latent-codebook", {"quantizer": "rvq", "rvq_levels": 2}),
+    ],
+    ids=["prefix", "vq", "rvq"],
+)
+def test_controls_change_the_payload_never_the_bits(tmp_path, tiny, name, options):
     kind = "prefix" if name == "latent-prefix" else "codebook"
-    path, _ = random_checkpoint(tmp_path / "c", tiny, kind, size=256)
+    path, _ = random_checkpoint(tmp_path / "c", tiny, kind, size=256, **options)
     sent = {}
     for control in ("none", "null", "shuffle", "random"):
         msgs, conds = deliver(make_channel(name, checkpoint=str(path), control=control), contexts(tiny, 4))
@@ -252,3 +331,66 @@ def test_bad_checkpoints_give_typed_errors(tmp_path, tiny):
     with pytest.raises(CheckpointMismatchError, match="some-other-model") as e:
         chan.send([contexts(tiny, 1)[0]["A"]])
     assert isinstance(e.value, LPCAError) and isinstance(e.value, ChannelError)
+
+
+def test_bad_quantizer_and_injection_specs_are_typed_errors():
+    base = dict(kind="codebook", k=2, m=4, d_src=8, d_out=8, source_layer=1, width=16, codebook_size=8)
+    for bad, match in (
+        ({"quantizer": "pq"}, "quantizer must be one of"),
+        ({"quantizer": "fsq", "fsq_levels": (5, 2)}, "ints >= 3"),
+        ({"quantizer": "fsq", "fsq_levels": (5, 3)}, r"prod\(fsq_levels\) = 15"),
+        ({"quantizer": "fsq", "fsq_levels": (4096, 4096, 3), "codebook_size": 4096 * 4096 * 3}, "at most"),
+        ({"fsq_levels": (5, 3)}, "only apply to quantizer='fsq'"),
+        ({"rvq_levels": 3}, "rvq_levels"),
+        ({"inject_layer": -1}, "inject_layer"),
+        ({"inject_layer": 1, "inject_mode": "mean"}, "inject_mode"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            CodecSpec(**{**base, **bad})
+
+
+def test_an_injection_past_the_receivers_blocks_is_refused(tmp_path, tiny):
+    path, _ = random_checkpoint(tmp_path / "c", tiny, "prefix", inject_layer=tiny.backend.info.n_layers)
+    chan = make_channel("latent-prefix", checkpoint=str(path))
+    with pytest.raises(ChannelError, match="injects after block 4"):
+        deliver(chan, contexts(tiny, 1))
+
+
+def test_codecs_load_by_name_and_list_with_their_bits(tmp_path, tiny, monkeypatch):
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from lpca_protocols.training import UnknownCodecError, list_codecs, publish
+    from lpca_protocols.training.cli import train_app
+    from lpca_protocols.training.registry import record_gate
+
+    root = tmp_path / "codecs"
+    monkeypatch.setenv("LPCA_CODECS_DIR", str(root))
+    path, _ = random_checkpoint(tmp_path / "c", tiny, "codebook", **RVQ)
+    with pytest.raises(UnknownCodecError, match="known: none"):
+        make_channel("latent-codebook", checkpoint="relay")
+    publish(path, "relay")
+    publish(random_checkpoint(tmp_path / "p", tiny, "prefix", k=2, inject_layer=1)[0], "relay")  # replaced
+    publish(path, "relay-rvq")
+    assert sorted(p.name for p in root.iterdir()) == ["relay", "relay-rvq"]  # no temporary leftovers
+    msgs, conds = deliver(make_channel("latent-codebook", checkpoint="relay-rvq"), contexts(tiny, 2))
+    assert all(m.bits == 4 * 3 * 4 for m in msgs) and conds[0].prefix.shape == (4, 64)
+    assert make_channel("latent-prefix", checkpoint="relay").runner.spec.inject_layer == 1
+    with pytest.raises(UnknownCodecError, match="known: relay, relay-rvq") as e:
+        make_channel("latent-codebook", checkpoint="relay-vq")
+    assert isinstance(e.value, ChannelError)
+    with pytest.raises(CheckpointError, match="codec name"):
+        publish(path, "-x")
+    report = SimpleNamespace(
+        passed=True, env_id="lpca/SecretRelay-v0", level=0, episodes=200, rate=0.9, references=()
+    )
+    record_gate(root / "relay-rvq", report)
+    entries = {e.name: e for e in list_codecs()}
+    prefix = entries["relay"]
+    assert (prefix.kind, prefix.bits, prefix.inject_layer) == ("prefix", 2 * 8 * 16, 1)  # k x m fp16
+    rvq = entries["relay-rvq"]
+    assert (rvq.quantizer, rvq.k, rvq.codebook_size, rvq.bits) == ("rvq:Q=3", 4, 16, 48)
+    assert rvq.gate["passed"] and rvq.base_model == tiny.backend.info.name
+    out = CliRunner().invoke(train_app, ["list"])
+    assert out.exit_code == 0 and "relay-rvq" in out.output and "passed 90%" in out.output, out.output

@@ -8,6 +8,7 @@ success above the controls is information the codec carried.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -15,8 +16,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import lpca_envs
 import lpca_models
+from lpca_envs import Budget
 from lpca_models.agents import LMAgent
+from lpca_protocols.channel import AgentContext
 from lpca_protocols.channels._codec_nets import load_checkpoint
 from lpca_protocols.training import (
     DatasetError,
@@ -33,6 +37,7 @@ from lpca_protocols.training import (
 from lpca_protocols.training.cli import train_app
 
 torch = pytest.importorskip("torch")
+HAS_MLX = importlib.util.find_spec("mlx") is not None
 
 #: The gate runs: SecretRelay level 0 (a colour among 8) on tiny-random-llama. Measured: ~50 s of
 #: training on one thread, held-out teacher-forced exact match ~60-80%; the gate's 5 x 200 episodes
@@ -65,6 +70,11 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def tiny():
     return LMAgent(lpca_models.load("tiny-random-llama", backend="torch"))
+
+
+@pytest.fixture(scope="module")
+def tiny_mlx():
+    return LMAgent(lpca_models.load("tiny-random-llama", backend="mlx")) if HAS_MLX else None
 
 
 @pytest.fixture
@@ -115,6 +125,60 @@ def test_dataset_collection_resumes_skipping_finished_shards(tmp_path, tiny, mon
         collect(other, tmp_path / "cut", tiny)
 
 
+def test_a_p1_teacher_dataset_holds_the_p1_receivers_answer_distribution(tmp_path, tiny, one_thread):
+    from lpca_protocols.plugins import make_channel
+    from lpca_protocols.training.dataset import TOPK
+
+    spec = DatasetSpec(
+        "tiny-random-llama", "lpca/SecretRelay-v0", 0, seed=3, episodes=2, layer=2, teacher="p1-view"
+    )
+    data = load(collect(spec, tmp_path / "p1", tiny))
+    g = data.arrays["target"].shape[1]
+    assert data.arrays["teacher_ids"].shape == (2, g, TOPK) == data.arrays["teacher_logp"].shape
+    # the first answer position: the P1 receiver's next-token distribution (its view forwarded as text)
+    env = lpca_envs.make("lpca/SecretRelay-v0", level=0)
+    obs, _ = env.reset(seed=3)
+    t = env.task
+    ctx = {
+        a: AgentContext(a, obs[a]["view"], t, t.family, 1, Budget(), tiny, b, is_answerer=a == "B")
+        for a, b in (("A", "B"), ("B", "A"))
+    }
+    chan = make_channel("text", forward_view=True)
+    ctx["B"].received.extend(chan.send([ctx["A"]]))
+    (cond,) = chan.receive([ctx["B"]])
+    z = tiny.backend.prompt_logits(tiny.prompt(tiny.answer_turn(t.family, ctx["B"].view, cond))).astype(
+        np.float64
+    )
+    logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+    top = np.argsort(-logp, kind="stable")[:TOPK]
+    assert data.arrays["teacher_ids"][0, 0].tolist() == top.tolist()
+    np.testing.assert_allclose(data.arrays["teacher_logp"][0, 0], logp[top], atol=1e-4)
+    p1 = DatasetSpec("tiny-random-llama", "lpca/SecretRelay-v0", 0, seed=3, episodes=2, layer=2, teacher="p1")
+    generated = load(collect(p1, tmp_path / "p1-generated", tiny)).arrays  # the sender writes its message
+    assert generated["teacher_logp"].shape == (2, g, TOPK) and (generated["teacher_logp"] <= 0).all()
+    with pytest.raises(DatasetError, match="teacher must be one of"):
+        collect(
+            DatasetSpec("tiny-random-llama", "lpca/SecretRelay-v0", 0, 3, 2, 2, teacher="x"),
+            tmp_path / "x",
+            tiny,
+        )
+
+
+def test_the_teacher_kl_objective_trains_and_is_logged(tmp_path, tiny, one_thread):
+    cfg = {
+        **SMALL,
+        "out": str(tmp_path / "run"),
+        "data_dir": str(tmp_path / "data"),
+        "teacher": "p1-view",
+        "codec": {"kind": "prefix", "k": 3, "m": 8, "width": 32},
+        "objective": {"answer_ce": 0.0, "teacher_kl": 1.0},
+    }
+    res = train_codec(cfg, agent=tiny, progress=False)
+    last = res.history[-1]
+    assert {"kl", "kl_shuffle", "kl_null"} <= set(last) and 0 < last["kl"] < 10
+    assert 0 < last["train_loss"] < 10  # the KL alone (answer_ce is off)
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(TrainConfigError, match=r"codec\.kk"):
         parse_config({"codec": {"kk": 3}})
@@ -122,6 +186,32 @@ def test_config_errors_name_the_key():
         parse_config({"objective": {"anchor": -1}})
     with pytest.raises(TrainConfigError, match="overlap"):
         parse_config({"train_seed": 0, "train_episodes": 100, "eval_seed": 50})
+    book = {"kind": "codebook"}
+    for codec, match in (
+        ({**book, "quantizer": "lfq"}, r"codec\.quantizer"),
+        ({**book, "quantizer": "fsq"}, "fsq_levels must be a non-empty list"),
+        ({**book, "quantizer": "fsq", "fsq_levels": [8, 2]}, "ints >= 3"),
+        ({**book, "quantizer": "fsq", "fsq_levels": [8, 5], "codebook_size": 16}, r"prod\(fsq_levels\) = 40"),
+        ({**book, "rvq_levels": 2}, "rvq_levels applies to quantizer='rvq'"),
+        ({**book, "fsq_levels": [5, 5]}, "fsq_levels applies to quantizer='fsq'"),
+        ({"quantizer": "rvq"}, "kind='codebook' only"),
+        ({"inject_layer": -2}, r"codec\.inject_layer"),
+        ({"inject_mode": "add"}, "inject_mode needs inject_layer"),
+    ):
+        with pytest.raises(TrainConfigError, match=match):
+            parse_config({"codec": codec})
+    assert (
+        parse_config({"codec": {**book, "quantizer": "fsq", "fsq_levels": [8, 5, 5, 5]}}).codec.alphabet
+        == 1000
+    )
+    with pytest.raises(TrainConfigError, match="teacher_kl needs teacher"):
+        parse_config({"objective": {"teacher_kl": 1.0}})
+    with pytest.raises(TrainConfigError, match="only used by teacher_kl"):
+        parse_config({"teacher": "p1"})
+    with pytest.raises(TrainConfigError, match=r"at teacher"):
+        parse_config({"teacher": "graft", "objective": {"teacher_kl": 1.0}})
+    with pytest.raises(TrainConfigError, match="set anchor = 0"):
+        parse_config({"codec": {"inject_layer": 2}, "objective": {"anchor": 0.1}})
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -158,6 +248,99 @@ def test_every_objective_term_and_the_codebook_kind_train(tmp_path, tiny, one_th
     assert ckpt.spec.kind == "codebook" and ckpt.weights["codebook"].shape == (2, 8, 4)
     usage = res.history[-1]["codebook"]
     assert usage["size"] == 8 and usage["symbols"] == 2 * 8 and 1 <= usage["perplexity"] <= 8
+
+
+@pytest.mark.parametrize(
+    "quant,slots",
+    [
+        ({"quantizer": "rvq", "rvq_levels": 3, "codebook_size": 4}, 2 * 3),
+        ({"quantizer": "fsq", "fsq_levels": [5, 3, 4]}, 2),
+    ],
+    ids=["rvq", "fsq"],
+)
+def test_rvq_and_fsq_train_resume_and_log_codebook_usage(tmp_path, tiny, one_thread, quant, slots):
+    codec = {"kind": "codebook", "k": 2, "m": 4, "width": 32, "quantize_after": 2, **quant}
+    cfg = {**SMALL, "out": str(tmp_path / "a"), "data_dir": str(tmp_path / "data"), "codec": codec}
+    full = train_codec(cfg, agent=tiny, progress=False)
+    cut = {**cfg, "out": str(tmp_path / "b")}
+    assert train_codec(cut, agent=tiny, progress=False, stop_after=4).checkpoint is None
+    rest = train_codec(cut, agent=tiny, progress=False)
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(rest.checkpoint)
+    for name, w in a.weights.items():
+        np.testing.assert_array_equal(b.weights[name], w, err_msg=name)
+    size = 4 if quant["quantizer"] == "rvq" else 60
+    assert a.spec.quantizer == quant["quantizer"] and a.spec.codebook_size == size
+    assert a.spec.symbols_per_message == slots
+    last = full.history[-1]
+    assert last["codebook"]["symbols"] == 8 * slots and last["codebook"]["size"] == size
+    per = last["codebook_slots"]
+    assert len(per) == slots and all(u["symbols"] == 8 and u["used"] + u["dead"] == size for u in per)
+    assert all(1 <= u["perplexity"] <= u["used"] + 1e-9 for u in per)
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_mid_layer_injection_trains_through_the_receivers_own_path(
+    tmp_path, tiny, tiny_mlx, one_thread, mode
+):
+    """The trainer's hooked receiver forward equals the backends' (torch, MLX); the injection matters."""
+    from lpca_models import Conditioning
+    from lpca_protocols.plugins import make_channel
+    from lpca_protocols.training.trainer import _datasets, _Run
+
+    codec = {"kind": "prefix", "k": 3, "m": 8, "width": 32, "inject_layer": 2, "inject_mode": mode}
+    cfg = parse_config(
+        {**SMALL, "out": str(tmp_path / "run"), "data_dir": str(tmp_path / "data"), "codec": codec}
+    )
+    res = train_codec(cfg, agent=tiny, progress=False)
+    ckpt = load_checkpoint(res.checkpoint)
+    assert (ckpt.spec.inject_layer, ckpt.spec.inject_mode) == (2, mode)
+    # the training path, teacher-forced: logits at the first answer position of train seeds 0..2
+    run = _Run(cfg, ckpt.spec, tiny.backend, *_datasets(cfg, 2, tiny))
+    run.net.load_weights(ckpt.weights)
+    run.net.eval()
+    with torch.no_grad():
+        vectors = run.net.decode(run.packets(run.train, torch.arange(3)))
+        trained, _, _ = run.answer_logits(vectors, run.train, torch.arange(3))
+    agents = [tiny] + ([tiny_mlx] if tiny_mlx is not None else [])
+    logits = {}
+    for agent in agents:
+        chan = make_channel("latent-prefix", checkpoint=str(res.checkpoint), codec="fp32")
+        env = lpca_envs.make("lpca/SecretRelay-v0", level=0)
+        rows = []
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            t = env.task
+            rows.append(
+                {
+                    a: AgentContext(
+                        a, obs[a]["view"], t, t.family, 1, Budget(), agent, b, is_answerer=a == "B"
+                    )
+                    for a, b in (("A", "B"), ("B", "A"))
+                }
+            )
+        for r, m in zip(rows, chan.send([r["A"] for r in rows])):
+            r["B"].received.append(m)
+        conds = chan.receive([r["B"] for r in rows])
+        out = []
+        for r, c in zip(rows, conds):
+            (inj,) = c.injections
+            assert inj.layer == 2 and inj.mode == mode and not c.prefix.any() and len(inj.positions) == 3
+            prompt = agent.prompt(agent.answer_turn(r["B"].family, r["B"].view, c))
+            with_packet = agent.backend.prompt_logits(prompt, c)
+            without = agent.backend.prompt_logits(prompt, Conditioning(prefix=c.prefix))  # placeholders only
+            # float noise between the paths is ~1e-5; after 6 steps the packet moves the logits by
+            # ~2 (replace) and ~0.04 (add: the tiny model's residual there has norm ~40)
+            assert np.abs(with_packet - without).max() > 0.01
+            out.append(with_packet)
+        logits[agent.backend.info.framework] = np.stack(out)
+    np.testing.assert_allclose(logits["torch"], trained[:, 0].numpy(), atol=1e-4, rtol=0)
+    if HAS_MLX:
+        np.testing.assert_allclose(logits["mlx"], logits["torch"], atol=1e-3, rtol=0)
+    with pytest.raises(TrainError, match=r"inject_layer must be in 0\.\.3"):
+        train_codec(
+            {**cfg.model_dump(), "out": str(tmp_path / "bad"), "codec": {**codec, "inject_layer": 4}},
+            agent=tiny,
+        )
 
 
 def test_shared_prompt_cache_equals_the_full_receiver_forward(tmp_path, tiny):
@@ -220,7 +403,8 @@ def test_a_short_training_run_passes_the_gate(tmp_path, tiny, one_thread, codec,
     assert "gate FAILED" in out.output and "the gate needs >= 200" in out.output
 
 
-def test_cli_trains_from_a_toml_config(tmp_path):
+def test_cli_trains_from_a_toml_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPCA_CODECS_DIR", str(tmp_path / "codecs"))
     cfg = tmp_path / "codec.toml"
     small = dict(SMALL, out=str(tmp_path / "run"))
     lines = [f"{k} = {json.dumps(v)}" for k, v in small.items() if not isinstance(v, dict)]
@@ -228,9 +412,13 @@ def test_cli_trains_from_a_toml_config(tmp_path):
         lines.append(f"[{section}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in small[section].items()]
     cfg.write_text("\n".join(lines).replace("false", "false").replace("true", "true") + "\n")
-    res = CliRunner().invoke(train_app, ["codec", str(cfg), "--no-progress"])
+    res = CliRunner().invoke(train_app, ["codec", str(cfg), "--no-progress", "--name", "cli-relay"])
     assert res.exit_code == 0, res.output
     assert "trained 6 steps" in res.output and (tmp_path / "run" / "codec" / "codec.safetensors").exists()
+    assert "published as 'cli-relay'" in res.output
+    assert (tmp_path / "codecs" / "cli-relay" / "codec.json").exists()
+    res = CliRunner().invoke(train_app, ["codec", str(cfg), "--name", "../up"])
+    assert res.exit_code == 2 and "codec name" in res.output
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "tiny-random-llama"\nlayers = 3\n')
     res = CliRunner().invoke(train_app, ["codec", str(bad)])

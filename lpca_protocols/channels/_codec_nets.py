@@ -3,8 +3,23 @@
 A codec is a Perceiver-style resampler and a decoder:
 
     sender hidden states [T, d_src] --(standardized, k learned queries, cross-attention)--> packet [k, m]
-    packet [k, m] --(optional: each slot's nearest of its K codebook rows)--> packet [k, m]
-    packet [k, m] --(per-slot MLP, optional tanh x learned scale)--> k receiver prefix embeddings [k, d_out]
+    packet [k, m] --(optional quantizer, below)--> symbols --> packet [k, m]
+    packet [k, m] --(per-slot MLP, optional tanh x learned scale)--> k receiver vectors [k, d_out]
+
+The receiver vectors are prefix embeddings at the prompt's marker (``inject_layer`` None),
+or are combined (``inject_mode``: replace / add) into the receiver's residual stream after
+block ``inject_layer`` at k placeholder positions (zero embeddings) at the marker.
+
+Quantizers (kind='codebook'); a message is ``symbols_per_message`` indices of
+``ceil(log2 codebook_size)`` bits each:
+
+- ``vq``: each slot's nearest of its own K rows (k symbols);
+- ``rvq``: per slot, ``rvq_levels`` (Q) residual stages of K rows each, greedy (k x Q symbols);
+- ``fsq``: per slot, a linear map to ``len(fsq_levels)`` scalars, each bounded and rounded to
+  its level count, then mapped back (k symbols of ``prod(fsq_levels)`` values).
+
+Training uses `vector-quantize-pytorch`; its codebooks and projections are exported into
+the checkpoint, and inference (`PacketNet`, `CodecRunner`) never imports the library.
 
 The same weights run on torch (`PacketNet`, an ``nn.Module``, used for training) and on
 MLX (`_mlx_forward`, a direct port); both read one safetensors file. A checkpoint is a
@@ -38,6 +53,12 @@ class CheckpointMismatchError(CheckpointError):
     """A codec checkpoint was trained on another base model (fingerprint differs)."""
 
 
+QUANTIZERS = ("vq", "rvq", "fsq")
+INJECT_MODES = ("replace", "add")
+#: FSQ alphabets: the index codec packs at most 2**24 symbols.
+MAX_SYMBOLS = 1 << 24
+
+
 @dataclass(frozen=True)
 class CodecSpec:
     """Shape of a learned codec; everything needed to rebuild its nets from weights."""
@@ -61,18 +82,61 @@ class CodecSpec:
     """K (kind='codebook')."""
     bounded: bool = True
     """Decoder output is tanh(x) x a learned per-dimension scale."""
+    quantizer: str = "vq"
+    """kind='codebook': vq, rvq or fsq (see the module docstring)."""
+    rvq_levels: int = 1
+    """Q, residual stages per slot (quantizer='rvq')."""
+    fsq_levels: tuple[int, ...] = ()
+    """Levels of each FSQ dimension (quantizer='fsq'); codebook_size is their product."""
+    inject_layer: int | None = None
+    """None: the decoded vectors are prefix embeddings; l: they enter the residual stream after block l."""
+    inject_mode: str = "replace"
+    """With inject_layer: replace the placeholders' residual there, or add to it."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fsq_levels", tuple(int(x) for x in self.fsq_levels))
         if self.kind not in ("prefix", "codebook"):
             raise CheckpointError(f"codec kind must be 'prefix' or 'codebook', got {self.kind!r}")
         if self.width % self.heads:
             raise CheckpointError(f"width {self.width} must be a multiple of heads {self.heads}")
-        if self.kind == "codebook" and self.codebook_size < 2:
+        if self.inject_layer is not None and (isinstance(self.inject_layer, bool) or self.inject_layer < 0):
+            raise CheckpointError(f"inject_layer must be None or a layer >= 0, got {self.inject_layer!r}")
+        if self.inject_mode not in INJECT_MODES:
+            raise CheckpointError(f"inject_mode must be one of {INJECT_MODES}, got {self.inject_mode!r}")
+        if self.kind == "prefix":
+            return
+        if self.quantizer not in QUANTIZERS:
+            raise CheckpointError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            check_fsq_levels(self.fsq_levels, CheckpointError)
+            if self.codebook_size != math.prod(self.fsq_levels):
+                raise CheckpointError(
+                    f"an fsq codec's codebook_size is prod(fsq_levels) = {math.prod(self.fsq_levels)}, "
+                    f"got {self.codebook_size}"
+                )
+        elif self.fsq_levels:
+            raise CheckpointError(f"fsq_levels only apply to quantizer='fsq', not {self.quantizer!r}")
+        if self.codebook_size < 2:
             raise CheckpointError(f"a codebook codec needs codebook_size >= 2, got {self.codebook_size}")
+        if not 1 <= self.rvq_levels <= 64 or (self.quantizer != "rvq" and self.rvq_levels != 1):
+            raise CheckpointError(
+                f"rvq_levels must be 1..64 with quantizer='rvq' and 1 otherwise, got {self.rvq_levels} "
+                f"with quantizer={self.quantizer!r}"
+            )
 
     @property
     def index_bits(self) -> int:
         return max(1, math.ceil(math.log2(self.codebook_size))) if self.codebook_size else 0
+
+    @property
+    def symbols_per_message(self) -> int:
+        """Indices one message carries (kind='codebook'): k, or k x Q for rvq."""
+        return self.k * self.rvq_levels if self.kind == "codebook" else 0
+
+    @property
+    def message_bits(self) -> int:
+        """Exact bits of a codebook message: symbols_per_message x ceil(log2 codebook_size)."""
+        return self.symbols_per_message * self.index_bits
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every inference weight's name and shape (the keys a checkpoint must hold)."""
@@ -106,9 +170,36 @@ class CodecSpec:
         }
         if self.bounded:
             shapes["dec.scale"] = (self.d_out,)
-        if self.kind == "codebook":
+        if self.kind == "codebook" and self.quantizer == "vq":
             shapes["codebook"] = (k, self.codebook_size, m)  # one codebook per slot
+        elif self.kind == "codebook" and self.quantizer == "rvq":
+            shapes["codebook"] = (k, self.rvq_levels, self.codebook_size, m)
+        elif self.kind == "codebook":  # fsq: one projection pair shared by the slots
+            n = len(self.fsq_levels)
+            shapes.update({"fsq.w_in": (n, m), "fsq.b_in": (n,), "fsq.w_out": (m, n), "fsq.b_out": (m,)})
         return shapes
+
+
+def check_fsq_levels(levels: Any, error: type[Exception]) -> tuple[int, ...]:
+    """`levels` as a tuple, or `error` saying why they cannot be FSQ levels."""
+    lv = tuple(levels)
+    if not lv or not all(isinstance(x, int) and not isinstance(x, bool) and 3 <= x <= 1 << 16 for x in lv):
+        raise error(
+            f"fsq_levels must be a non-empty list of ints >= 3 (a 2-level FSQ dimension rounds "
+            f"asymmetrically in vector-quantize-pytorch), got {list(lv)}"
+        )
+    if math.prod(lv) > MAX_SYMBOLS:
+        raise error(f"fsq_levels {list(lv)} give {math.prod(lv)} symbols; at most {MAX_SYMBOLS} fit an index")
+    return lv
+
+
+def fsq_tables(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(half_l, offset, shift, basis): the constants of vector-quantize-pytorch's FSQ bound (float64)."""
+    lv = np.asarray(levels, np.float64)
+    half_l = (lv - 1) * (1 + 1e-3) / 2
+    offset = np.where(np.asarray(levels) % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(offset / half_l)
+    return half_l, offset, shift, np.cumprod([1, *levels[:-1]]).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -256,8 +347,13 @@ def _torch_classes() -> Any:
             self.dec.out = nn.Linear(w, spec.d_out)
             if spec.bounded:
                 self.dec.scale = nn.Parameter(torch.ones(spec.d_out))
-            if spec.kind == "codebook":
-                self.register_buffer("codebook", torch.zeros(k, spec.codebook_size, m))
+            for name, shape in spec.weight_shapes().items():  # the quantizer's exported tables
+                if name == "codebook":
+                    self.register_buffer("codebook", torch.zeros(shape))
+                elif name.startswith("fsq."):
+                    if not hasattr(self, "fsq"):
+                        self.fsq = nn.Module()
+                    self.fsq.register_buffer(name[4:], torch.zeros(shape))
 
         def encode(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
             """[B, T, d_src] (+ [B, T] bool mask of real positions) -> packets [B, k, m]."""
@@ -284,13 +380,25 @@ def _torch_classes() -> Any:
                 y = torch.tanh(y) * dc.scale
             return y
 
+        def load_quantizer(self, tables: dict[str, torch.Tensor]) -> None:
+            """Copy a trained quantizer's exported tables (`TrainQuantizer.export`) into the buffers."""
+            sd = self.state_dict()
+            with torch.no_grad():
+                for name, t in tables.items():
+                    sd[name].copy_(t)
+
+        def quantizer_tables(self) -> dict[str, np.ndarray]:
+            sd = self.state_dict()
+            return {n: sd[n].detach().cpu().numpy() for n in self.spec.weight_shapes() if n in QUANT_KEYS}
+
         def nearest(self, packet: torch.Tensor) -> torch.Tensor:
-            """Index of the nearest row (Euclidean) of its slot's codebook, per packet vector: [B, k]."""
-            return ((packet[:, :, None, :] - self.codebook[None]) ** 2).sum(-1).argmin(-1)
+            """Symbols [B, symbols_per_message] of packets [B, k, m] (`quantize`: the inference code)."""
+            out = quantize(self.spec, self.quantizer_tables(), packet.detach().cpu().numpy())
+            return torch.from_numpy(out)
 
         def rows(self, indices: torch.Tensor) -> torch.Tensor:
-            """Codebook rows [B, k, m] of indices [B, k] (slot j reads codebook j)."""
-            return self.codebook[torch.arange(self.spec.k)[None], indices]
+            """Quantized packets [B, k, m] of symbols [B, symbols_per_message] (`dequantize`)."""
+            return torch.from_numpy(dequantize(self.spec, self.quantizer_tables(), indices.cpu().numpy()))
 
         def weights(self) -> dict[str, np.ndarray]:
             sd = self.state_dict()
@@ -354,15 +462,59 @@ class CodecRunner:
             return net.decode(self._torch_mod.from_numpy(p)[None])[0].numpy()
 
     def quantize(self, packet: np.ndarray) -> np.ndarray:
-        """Indices [k] of the nearest row of each slot's codebook (numpy: the same on every framework)."""
-        cb = self.ckpt.weights["codebook"].astype(np.float64)  # [k, K, m]
-        p = np.asarray(packet, np.float64).reshape(self.spec.k, 1, self.spec.m)
-        return ((p - cb) ** 2).sum(-1).argmin(-1)
+        """Symbols [symbols_per_message] of a packet [k, m] (numpy: the same on every framework)."""
+        p = np.asarray(packet, np.float32).reshape(1, self.spec.k, self.spec.m)
+        return quantize(self.spec, self.ckpt.weights, p)[0]
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
-        """Codebook rows [k, m] of `indices` [k] (slot j reads codebook j)."""
-        idx = np.asarray(indices, np.int64).reshape(self.spec.k)
-        return self.ckpt.weights["codebook"][np.arange(self.spec.k), idx]
+        """The quantized packet [k, m] of `indices` [symbols_per_message]."""
+        idx = np.asarray(indices, np.int64).reshape(1, self.spec.symbols_per_message)
+        return dequantize(self.spec, self.ckpt.weights, idx)[0]
+
+
+# ------------------------------------------------------------------------------------ quantizers
+
+QUANT_KEYS = ("codebook", "fsq.w_in", "fsq.b_in", "fsq.w_out", "fsq.b_out")
+
+
+def quantize(spec: CodecSpec, tables: dict[str, np.ndarray], packets: np.ndarray) -> np.ndarray:
+    """Packets [B, k, m] -> symbols [B, symbols_per_message] (int64, slot-major; rvq: slot j's stages
+    at j*Q .. j*Q+Q-1). float64 numpy, so torch and MLX receivers see the same symbols."""
+    p = np.asarray(packets, np.float64)
+    b, k = p.shape[:2]
+    if spec.quantizer == "fsq":
+        z = p @ tables["fsq.w_in"].astype(np.float64).T + tables["fsq.b_in"]  # [B, k, n]
+        half_l, offset, shift, basis = fsq_tables(spec.fsq_levels)
+        level = np.rint(np.tanh(z + shift) * half_l - offset).astype(np.int64)
+        level += np.asarray(spec.fsq_levels, np.int64) // 2  # 0 .. L-1 per dimension
+        return (level * basis).sum(-1)
+    cb = tables["codebook"].astype(np.float64)
+    if spec.quantizer == "vq":
+        return ((p[:, :, None, :] - cb[None]) ** 2).sum(-1).argmin(-1)
+    out = np.zeros((b, k, spec.rvq_levels), np.int64)
+    slots = np.arange(k)[None]
+    for q in range(spec.rvq_levels):  # greedy residual coding, as ResidualVQ trains it
+        out[:, :, q] = ((p[:, :, None, :] - cb[None, :, q]) ** 2).sum(-1).argmin(-1)
+        p = p - cb[:, q][slots, out[:, :, q]]
+    return out.reshape(b, k * spec.rvq_levels)
+
+
+def dequantize(spec: CodecSpec, tables: dict[str, np.ndarray], symbols: np.ndarray) -> np.ndarray:
+    """Symbols [B, symbols_per_message] -> quantized packets [B, k, m] (float32)."""
+    idx = np.asarray(symbols, np.int64)
+    b, k = len(idx), spec.k
+    if spec.quantizer == "fsq":
+        lv = np.asarray(spec.fsq_levels, np.int64)
+        half = lv // 2
+        codes = ((idx[..., None] // fsq_tables(spec.fsq_levels)[3]) % lv - half) / half  # [B, k, n]
+        out = codes.astype(np.float32) @ tables["fsq.w_out"].T + tables["fsq.b_out"]
+        return out.astype(np.float32)
+    cb = tables["codebook"]
+    if spec.quantizer == "vq":
+        return cb[np.arange(k)[None], idx]
+    q = spec.rvq_levels
+    rows = cb[np.arange(k)[None, :, None], np.arange(q)[None, None], idx.reshape(b, k, q)]  # [B, k, Q, m]
+    return rows.sum(2, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------ mlx

@@ -6,8 +6,14 @@ The packet crosses as bytes through a training-free codec (``codec``: fp16, q8_0
 rotq...) with an exact bit count, ``k x m`` floats. The receiver's copy of the codec
 decodes it into k input embeddings placed at the prefix marker of its prompt.
 
+With a codec trained for mid-layer injection (``inject_layer`` l), the receiver's
+prompt holds k placeholder positions (zero embeddings) at the marker instead, and
+the decoded vectors replace (or are added to) its residual stream there after
+block l (a backend `Injection`, as `activation-graft` uses).
+
 The codec is trained by ``lpca train codec`` (`lpca_protocols.training`) and loaded
-from its checkpoint directory (option ``checkpoint``); it runs on torch and MLX
+from its checkpoint directory or by the name it was published under (option
+``checkpoint``; `lpca_protocols.training.registry`); it runs on torch and MLX
 backends alike. A checkpoint trained on another base model is refused
 (`CheckpointMismatchError`). Controls (null, shuffle, random) act on the packet
 before it is encoded, as for every latent channel.
@@ -20,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lpca_models import Conditioning
+from lpca_models import Conditioning, Injection
 from lpca_protocols.channel import AgentContext, ChannelError
 from lpca_protocols.channels._codec_nets import CheckpointError, CodecRunner, load_checkpoint
 from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_layer, lm, sender_prompt
@@ -28,7 +34,7 @@ from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_
 
 class LatentPrefixOptions(LatentOptions):
     checkpoint: str = ""
-    """Directory of a trained codec (``codec.json`` + ``codec.safetensors``); required."""
+    """A trained codec: its directory (``codec.json`` + ``codec.safetensors``) or its published name."""
 
 
 class LatentPrefixChannel(LatentChannel):
@@ -40,8 +46,12 @@ class LatentPrefixChannel(LatentChannel):
     def __init__(self, **options: object) -> None:
         super().__init__(**options)
         if not self.options.checkpoint:
-            raise ChannelError(f"channel {self.name!r} needs option checkpoint=DIR (a trained codec)")
-        ckpt = load_checkpoint(self.options.checkpoint)
+            raise ChannelError(
+                f"channel {self.name!r} needs option checkpoint=DIR or checkpoint=NAME (a trained codec)"
+            )
+        from lpca_protocols.training.registry import resolve
+
+        ckpt = load_checkpoint(resolve(self.options.checkpoint))
         if ckpt.spec.kind != self.kind:
             raise CheckpointError(
                 f"{self.options.checkpoint} holds a {ckpt.spec.kind!r} codec; channel {self.name!r} "
@@ -73,9 +83,35 @@ class LatentPrefixChannel(LatentChannel):
         return [self.packet(c) for c in ctxs]
 
     def prefix(self, ctx: AgentContext, packet: np.ndarray) -> np.ndarray:
+        """The decoded receiver vectors [k, d] (prefix embeddings, or the injected states)."""
         self._backend(ctx)
         framework = lm(ctx).backend.info.framework
         return self.runner.decode(packet.reshape(self.runner.spec.k, self.runner.spec.m), framework)
 
     def condition(self, ctx: AgentContext, payload: np.ndarray) -> Conditioning:
-        return Conditioning(prefix=self.prefix(ctx, payload))
+        vectors = self.prefix(ctx, payload)
+        spec = self.runner.spec
+        if spec.inject_layer is None:
+            return Conditioning(prefix=vectors)
+        n = lm(ctx).backend.info.n_layers
+        if spec.inject_layer >= n:
+            raise ChannelError(
+                f"codec {self.options.checkpoint} injects after block {spec.inject_layer}; "
+                f"{lm(ctx).backend.info.name} has blocks 1..{n} and an injection must precede the last"
+            )
+        placeholder = np.zeros_like(vectors)
+        at = marker_positions(ctx, placeholder)
+        return Conditioning(
+            prefix=placeholder, injections=(Injection(spec.inject_layer, vectors, at, spec.inject_mode),)
+        )
+
+
+def marker_positions(ctx: AgentContext, prefix: np.ndarray) -> tuple[int, ...]:
+    """Positions of `prefix`'s rows in the receiver's answer prompt (at the marker, else first),
+    counted as the backend's forward counts them (BOS included)."""
+    agent = lm(ctx)
+    backend = agent.backend
+    prompt = agent.prompt(agent.answer_turn(ctx.family, ctx.view, Conditioning(prefix=prefix)))
+    before, after = backend._split_prompt(prompt)  # type: ignore[attr-defined]
+    start = len(backend._prompt_ids(before)) if after is not None else 0  # type: ignore[attr-defined]
+    return tuple(range(start, start + len(prefix)))

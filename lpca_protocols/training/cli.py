@@ -1,7 +1,9 @@
 """`lpca train ...`: a typer sub-app (mounted by the main CLI as ``app.add_typer(train_app, name="train")``).
 
 lpca train codec codec.toml                 # train (or resume) a learned codec; prints the gate
-lpca train gate runs/codec/codec --episodes 200
+lpca train codec codec.toml --gate --name relay-k8   # ... and publish it under a name
+lpca train gate relay-k8 --episodes 200     # a checkpoint directory or a published name
+lpca train list                             # the published codecs
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from lpca_envs.errors import LPCAError
 
@@ -19,6 +22,8 @@ train_app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if console.width < 130:  # pipes and CI logs default to 80 columns; the codec table needs ~120
+    console = Console(width=130)
 
 
 @train_app.command("codec")
@@ -26,13 +31,17 @@ def codec(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="TOML training config."),
     gate: bool = typer.Option(False, "--gate", help="Run the gate on held-out seeds after training."),
     gate_episodes: int = typer.Option(200, min=2, help="Episodes per gate row."),
+    name: str = typer.Option(None, "--name", help="Publish the final codec under this name (see `list`)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train (or resume) a codec through the frozen receiver; writes OUT/codec (the checkpoint)."""
     from lpca_protocols.training.config import load_config
+    from lpca_protocols.training.registry import check_name, publish
     from lpca_protocols.training.trainer import train_codec
 
     try:
+        if name is not None:
+            check_name(name)
         cfg = load_config(config)
         result = train_codec(cfg, progress=progress)
     except LPCAError as e:
@@ -44,31 +53,83 @@ def codec(
         f"trained {result.step} steps in {result.wall_s:.1f} s (resumed from step {result.resumed_from}); "
         f"held-out exact {exact:.1%}, shuffled {shuffled:.1%}"
     )
+    if "codebook" in last:
+        u = last["codebook"]
+        slots = " ".join(f"{s['perplexity']:.1f}" for s in last.get("codebook_slots", []))
+        console.print(
+            f"codebook: {u['used']}/{u['size']} used, {u['dead']} dead, perplexity {u['perplexity']:.2f} "
+            f"(per position: {slots})"
+        )
     console.print(f"checkpoint: {result.checkpoint}")
+    passed = True
     if gate:
-        _print_gate(result.checkpoint, cfg.env, cfg.level, gate_episodes, cfg.codec.serializer)
+        passed = _print_gate(str(result.checkpoint), cfg.env, cfg.level, gate_episodes, cfg.codec.serializer)
+    if name is not None:
+        try:
+            console.print(f"published as {name!r}: {publish(result.checkpoint, name)}")
+        except LPCAError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+    if not passed:
+        raise typer.Exit(1)
 
 
 @train_app.command("gate")
 def gate_cmd(
-    checkpoint: Path = typer.Argument(..., exists=True, file_okay=False, help="Codec checkpoint directory."),
+    checkpoint: str = typer.Argument(..., help="Codec checkpoint directory or published name."),
     env: str = typer.Option("lpca/SecretRelay-v0", help="Environment id."),
     level: int = typer.Option(0, help="Difficulty level."),
     episodes: int = typer.Option(200, min=2, help="Episodes per row (the gate needs >= 200)."),
     codec: str = typer.Option("fp16", help="Serializer of a continuous packet."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Write the outcome into codec.json."),
 ) -> None:
     """Normal vs shuffle/null/random controls and P0 on held-out seeds; exit 1 if the gate fails."""
-    _print_gate(checkpoint, env, level, episodes, codec)
+    if not _print_gate(checkpoint, env, level, episodes, codec, record):
+        raise typer.Exit(1)
 
 
-def _print_gate(checkpoint: Path | None, env: str, level: int, episodes: int, codec: str) -> None:
+@train_app.command("list")
+def list_cmd() -> None:
+    """The published codecs: name, kind, sizes, bits per message, base model, gate outcome."""
+    from lpca_protocols.training.registry import codecs_dir, list_codecs
+
+    entries = list_codecs()
+    table = Table(title=f"codecs in {codecs_dir()}")
+    for col in ("name", "kind", "quantizer", "k", "m", "K", "bits/msg", "inject", "base model", "gate"):
+        table.add_column(col, no_wrap=col in ("name", "base model", "gate"))
+    for e in entries:
+        gate = "-"
+        if e.gate:
+            verdict = "passed" if e.gate["passed"] else "FAILED"
+            gate = f"{verdict} {e.gate['rate']:.0%} ({e.gate['episodes']} ep)"
+        table.add_row(
+            e.name,
+            e.kind,
+            e.quantizer,
+            str(e.k),
+            str(e.m),
+            str(e.codebook_size) if e.kind == "codebook" else "-",
+            "?" if e.bits is None else str(e.bits),
+            "prefix" if e.inject_layer is None else f"layer {e.inject_layer}",
+            e.base_model,
+            gate,
+        )
+    console.print(table)
+
+
+def _print_gate(
+    checkpoint: str, env: str, level: int, episodes: int, codec: str, record: bool = True
+) -> bool:
     from lpca_protocols.training.gate import run_gate
+    from lpca_protocols.training.registry import record_gate, resolve
 
     try:
-        report = run_gate(checkpoint, env_id=env, level=level, episodes=episodes, codec=codec)  # type: ignore[arg-type]
+        path = resolve(checkpoint)
+        report = run_gate(path, env_id=env, level=level, episodes=episodes, codec=codec)
+        if record:
+            record_gate(path, report)
     except LPCAError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     console.print(report.table())
-    if not report.passed:
-        raise typer.Exit(1)
+    return report.passed

@@ -13,9 +13,12 @@
     kind = "prefix"                 # or "codebook"
     k = 4
     m = 16
+    inject_layer = 6                # optional: into the receiver's residual after block 6, not as a prefix
+    # kind = "codebook": quantizer = "vq" | "rvq" (rvq_levels = Q) | "fsq" (fsq_levels = [8, 5, 5, 5])
 
     [objective]                     # each term is one weight; 0 switches it off
     answer_ce = 1.0
+    teacher_kl = 0.0                # needs teacher = "p1" or "p1-view" (top level)
     infonce = 0.0
     anchor = 0.0
     reconstruction = 0.0
@@ -30,11 +33,12 @@ An unknown or mistyped key is an error naming it and the keys allowed there.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lpca_envs.errors import LPCAError
 
@@ -70,11 +74,54 @@ class CodecConfig(_Strict):
     tiny model (the codes chase moving packets and the decoder chases the codes)."""
     serializer: str = "fp16"
     """Codec of a continuous packet for evaluation (fp16, q8_0, rotq...); the gate uses it."""
+    quantizer: Literal["vq", "rvq", "fsq"] = "vq"
+    """kind='codebook': vq (one K-row codebook per slot, EMA + k-means init), rvq (rvq_levels residual
+    stages of K rows per slot) or fsq (finite scalar quantization on fsq_levels; K = prod(levels))."""
+    rvq_levels: int = Field(1, ge=1, le=64)
+    """Q, residual stages per slot (quantizer='rvq'): a message is k x Q indices."""
+    fsq_levels: tuple[int, ...] = ()
+    """Levels per FSQ dimension (quantizer='fsq'), each >= 3, e.g. [8, 5, 5, 5] (1000 symbols)."""
+    inject_layer: int | None = Field(None, ge=0)
+    """None: the decoded vectors are prefix embeddings at the receiver's marker. l: k placeholder
+    positions sit at the marker and the vectors enter the receiver's residual stream after block l
+    (0 = embedding output, must be below the model's block count)."""
+    inject_mode: Literal["replace", "add"] = "replace"
+    """With inject_layer: the vectors replace the placeholders' residual stream, or are added to it."""
+
+    @model_validator(mode="after")
+    def _quantizer_options(self) -> CodecConfig:
+        from lpca_protocols.channels._codec_nets import check_fsq_levels
+
+        set_ = self.model_fields_set
+        if self.kind == "prefix" and set_ & {"quantizer", "rvq_levels", "fsq_levels"}:
+            raise ValueError("quantizer, rvq_levels and fsq_levels apply to kind='codebook' only")
+        if self.quantizer != "rvq" and "rvq_levels" in set_ and self.rvq_levels != 1:
+            raise ValueError(f"rvq_levels applies to quantizer='rvq', not {self.quantizer!r}")
+        if self.quantizer != "fsq" and self.fsq_levels:
+            raise ValueError(f"fsq_levels applies to quantizer='fsq', not {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            check_fsq_levels(self.fsq_levels, ValueError)
+            if "codebook_size" in set_ and self.codebook_size != math.prod(self.fsq_levels):
+                raise ValueError(
+                    f"with quantizer='fsq' the alphabet is prod(fsq_levels) = {math.prod(self.fsq_levels)}; "
+                    f"leave codebook_size out (got {self.codebook_size})"
+                )
+        if "inject_mode" in set_ and self.inject_layer is None:
+            raise ValueError("inject_mode needs inject_layer")
+        return self
+
+    @property
+    def alphabet(self) -> int:
+        """Values one symbol takes (kind='codebook'): K, or prod(fsq_levels)."""
+        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.codebook_size
 
 
 class ObjectiveConfig(_Strict):
     answer_ce: float = Field(1.0, ge=0)
     """Cross-entropy of the teacher's answer through the frozen receiver (the task loss)."""
+    teacher_kl: float = Field(0.0, ge=0)
+    """KL(teacher || receiver) of the answer distribution at each answer position: the P1 receiver's
+    (`TrainConfig.teacher`), kept as its top-32 tokens, against the codec-conditioned receiver's."""
     infonce: float = Field(0.0, ge=0)
     """Supervised InfoNCE across the batch on the packets (before quantization): packets of episodes
     with the same teacher answer attract, all others repel, so different inputs get different packets."""
@@ -105,6 +152,9 @@ class TrainConfig(_Strict):
     """Run directory: data/, checkpoints/, codec/ (the final checkpoint), history.jsonl, train_state.pt."""
     data_dir: str | None = None
     """Where episode datasets are cached (default: OUT/data); shared between runs of the same data."""
+    teacher: Literal["truth", "p1", "p1-view"] = "truth"
+    """Whose answer distribution `objective.teacher_kl` matches: none (truth: the reference answer,
+    trained by answer_ce), the receiver given the sender's P1 text message, or given its view verbatim."""
     layer: int = -1
     """Sender layer read by the resampler (0 = embeddings, negative counts from the end)."""
     tail: int = Field(0, ge=0)
@@ -136,6 +186,17 @@ def parse_config(data: dict[str, Any] | TrainConfig) -> TrainConfig:
         range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes)
     ):
         raise TrainConfigError("eval seeds must not overlap the training seeds")
+    if (cfg.teacher == "truth") != (cfg.objective.teacher_kl == 0):
+        raise TrainConfigError(
+            "objective.teacher_kl needs teacher = 'p1' or 'p1-view' (with 'truth' it is answer_ce), and a "
+            f"P1 teacher is only used by teacher_kl; got teacher={cfg.teacher!r}, "
+            f"teacher_kl={cfg.objective.teacher_kl}"
+        )
+    if cfg.objective.anchor and cfg.codec.inject_layer:
+        raise TrainConfigError(
+            "objective.anchor pulls decoded vectors toward input embeddings; with codec.inject_layer "
+            f"{cfg.codec.inject_layer} they live in the residual stream after that block: set anchor = 0"
+        )
     return cfg
 
 

@@ -6,8 +6,13 @@ at one layer (the last `tail` positions, or all), the receiver's prompt as token
 split at the prefix marker (``before`` / ``after``) and the teacher's answer as token ids
 followed by the end-of-turn token (``target``).
 
-Teachers: ``truth`` (the task's reference answer, e.g. ``black`` for SecretRelay) is
-the only one so far; a P1 or graft teacher would store its receiver's answer instead.
+Teachers: the answer tokens are always the task's reference answer (``target``, e.g.
+``black`` for SecretRelay). With teacher ``p1`` (the sender writes a free P1 text message,
+channel ``text``) or ``p1-view`` (the sender's view forwarded verbatim, ``text
+forward_view=true``), each episode also stores the P1 receiver's answer distribution at
+every target position, teacher-forced on the same tokens: its top-`TOPK` token ids and
+log-probabilities (``teacher_ids``, ``teacher_logp`` [G, TOPK]); `objective.teacher_kl`
+trains the codec's receiver toward it. Teacher ``truth`` stores none.
 
 Layout of a dataset directory::
 
@@ -36,6 +41,10 @@ from lpca_models import PREFIX_MARKER, Conditioning
 
 FORMAT = "lpca-episodes/1"
 ARRAYS = ("hidden", "before", "after", "target")
+TEACHER_ARRAYS = ("teacher_ids", "teacher_logp")
+TEACHERS = ("truth", "p1", "p1-view")
+TOPK = 32
+"""Teacher tokens kept per answer position (the rest of its distribution is dropped)."""
 
 
 class DatasetError(LPCAError, ValueError):
@@ -70,8 +79,8 @@ def collect(
     """Collect (or finish collecting) the dataset `spec` into `out_dir` with `agent` (an LMAgent)."""
     import lpca_envs
 
-    if spec.teacher != "truth":
-        raise DatasetError(f"teacher must be 'truth' (the task's reference answer), got {spec.teacher!r}")
+    if spec.teacher not in TEACHERS:
+        raise DatasetError(f"teacher must be one of {TEACHERS}, got {spec.teacher!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backend = agent.backend
@@ -86,7 +95,7 @@ def collect(
         name = _shard_name(i)
         if name in done:
             continue
-        rows = [episode_row(env, s, agent, spec.layer, spec.tail) for s in seeds]
+        rows = [episode_row(env, s, agent, spec.layer, spec.tail, spec.teacher) for s in seeds]
         arrays = _pad_rows(rows)
         arrays["seeds"] = np.asarray(list(seeds), np.int64)
         from safetensors.numpy import save_file
@@ -105,8 +114,11 @@ def collect(
     return out
 
 
-def episode_row(env: Any, seed: int, agent: Any, layer: int, tail: int) -> dict[str, np.ndarray]:
-    """One episode's training record: sender states, receiver prompt ids around the marker, target ids."""
+def episode_row(
+    env: Any, seed: int, agent: Any, layer: int, tail: int, teacher: str = "truth"
+) -> dict[str, np.ndarray]:
+    """One episode's training record: sender states, receiver prompt ids around the marker, target ids
+    (and the teacher's answer distribution, for a P1 teacher)."""
     from lpca_protocols.channel import AgentContext
     from lpca_protocols.channels._latent import sender_prompt
 
@@ -125,11 +137,39 @@ def episode_row(env: Any, seed: int, agent: Any, layer: int, tail: int) -> dict[
     if task.reference is None:
         raise DatasetError(f"{task.family}: teacher 'truth' needs tasks with a reference answer")
     target = [*backend.tokenize(str(task.reference)), min(backend.eos_ids)]
-    return {
+    row = {
         "hidden": np.asarray(hidden, np.float32),
         "before": np.asarray(backend._prompt_ids(before), np.int64),
         "after": np.asarray(backend.tokenize(after), np.int64),
         "target": np.asarray(target, np.int64),
+    }
+    if teacher != "truth":
+        receiver = AgentContext(
+            answerer, obs[answerer]["view"], task, task.family, 1, env.budget, agent, holder, is_answerer=True
+        )
+        row.update(p1_teacher(sender, receiver, target, forward_view=teacher == "p1-view"))
+    return row
+
+
+def p1_teacher(sender: Any, receiver: Any, target: list[int], forward_view: bool) -> dict[str, np.ndarray]:
+    """The P1 receiver's top-`TOPK` answer distribution at each position of `target` (teacher-forced)."""
+    from lpca_protocols.plugins import make_channel
+
+    chan = make_channel("text", forward_view=forward_view)
+    (msg,) = chan.send([sender])
+    if msg is not None:
+        receiver.received.append(msg)
+    (cond,) = chan.receive([receiver])
+    agent = receiver.agent
+    ids = agent.backend._prompt_ids(agent.prompt(agent.answer_turn(receiver.family, receiver.view, cond)))
+    logits = agent.backend.forward(ids + target[:-1], logits="all").logits[len(ids) - 1 :]  # [G, V]
+    z = logits.astype(np.float64)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    top = np.argsort(-logp, axis=-1, kind="stable")[:, :TOPK]
+    return {
+        "teacher_ids": top.astype(np.int64),
+        "teacher_logp": np.take_along_axis(logp, top, -1).astype(np.float32),
     }
 
 
@@ -171,7 +211,7 @@ def load(path: str | Path) -> EpisodeData:
         except SafetensorError as e:
             raise DatasetError(f"{f} is not a readable safetensors file: {e}") from None
     arrays: dict[str, np.ndarray] = {}
-    for key in ARRAYS:
+    for key in _keys(rows[0]):
         width = max(r[key].shape[1] for r in rows)
         parts = []
         for r in rows:
@@ -184,9 +224,13 @@ def load(path: str | Path) -> EpisodeData:
     return EpisodeData(spec, manifest["fingerprint"], arrays)
 
 
+def _keys(row: dict[str, np.ndarray]) -> tuple[str, ...]:
+    return ARRAYS + (TEACHER_ARRAYS if TEACHER_ARRAYS[0] in row else ())
+
+
 def _pad_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for key in ARRAYS:
+    for key in _keys(rows[0]):
         arrs = [r[key] for r in rows]
         width = max(len(a) for a in arrs)
         shape = (len(arrs), width, *arrs[0].shape[1:])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lpca_protocols.channels._codec_nets import load_checkpoint
-from lpca_protocols.training.metrics import CodebookUsage, codebook_usage
+from lpca_protocols.training.metrics import CodebookUsage, codebook_usage, slot_usage
 
 CONTROLS = ("shuffle", "null", "random")
 MIN_EPISODES = 200
@@ -53,6 +53,8 @@ class GateReport:
     reasons: tuple[str, ...] = ()
     """Why it failed (empty when it passed)."""
     usage: CodebookUsage | None = None
+    slot_usage: tuple[CodebookUsage, ...] = ()
+    """Per message position (slot; rvq: slot x stage) of the normal run's symbols."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,6 +73,9 @@ class GateReport:
         if self.usage is not None:
             u = self.usage
             rows.append(f"  codebook: {u.used}/{u.size} used, {u.dead} dead, perplexity {u.perplexity:.2f}")
+        if self.slot_usage:
+            per = " ".join(f"{u.perplexity:.1f}/{u.dead}" for u in self.slot_usage)
+            rows.append(f"  per position (perplexity/dead): {per}")
         rows += [f"  reason: {r}" for r in self.reasons]
         return "\n".join(rows)
 
@@ -105,11 +110,14 @@ def run_gate(
 ) -> GateReport:
     """Run the codec's channel and its controls, and P0, on the same held-out seeds; test the gate.
 
-    `model` defaults to the checkpoint's base model; pass a loaded `agent` to reuse it.
+    `checkpoint` is a directory or a published name (`registry.resolve`). `model` defaults to the
+    checkpoint's base model; pass a loaded `agent` to reuse it.
     `codec` serializes a continuous packet (ignored by the codebook channel).
     """
     from lpca_protocols.runner import run
+    from lpca_protocols.training.registry import resolve
 
+    checkpoint = resolve(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     channel = "latent-prefix" if ckpt.spec.kind == "prefix" else "latent-codebook"
     model = model or ckpt.base_model
@@ -148,10 +156,13 @@ def run_gate(
             )
     if n < MIN_EPISODES:
         reasons.append(f"{n} episodes; the gate needs >= {MIN_EPISODES}")
-    usage = None
+    usage, per_slot = None, ()
     if channel == "latent-codebook":
-        syms = [x for r in normal.records for x in r.get("diagnostics", {}).get("symbols", [])]
-        usage = codebook_usage(syms, ckpt.spec.codebook_size)
+        msgs = [r.get("diagnostics", {}).get("symbols", []) for r in normal.records]
+        usage = codebook_usage([x for m in msgs for x in m], ckpt.spec.codebook_size)
+        full = [m for m in msgs if len(m) == ckpt.spec.symbols_per_message]
+        if full:
+            per_slot = tuple(slot_usage(full, ckpt.spec.codebook_size))
     return GateReport(
         channel=channel,
         checkpoint=str(checkpoint),
@@ -166,4 +177,5 @@ def run_gate(
         passed=not reasons,
         reasons=tuple(reasons),
         usage=usage,
+        slot_usage=per_slot,
     )

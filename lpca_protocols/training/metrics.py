@@ -1,4 +1,9 @@
-"""Codebook usage: symbol histogram, perplexity and dead codes of a discrete channel's messages."""
+"""Codebook usage: symbol histogram, perplexity and dead codes of a discrete channel's messages.
+
+`codebook_usage` pools every symbol; `slot_usage` keeps one record per position in the
+message (slot j of a vq / fsq packet, slot j stage q of an rvq one), where each position
+has its own codebook and a dead code is an entry that position never sends.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +43,11 @@ def codebook_usage(symbols: Any, size: int) -> CodebookUsage:
     ent = float(-(p * np.log(p)).sum()) if n else 0.0
     used = int((hist > 0).sum())
     return CodebookUsage(size, n, used, size - used, math.exp(ent), tuple(int(x) for x in hist))
+
+
+def slot_usage(symbols: Any, size: int) -> list[CodebookUsage]:
+    """One `CodebookUsage` per message position of `symbols` [messages, positions]."""
+    s = np.asarray(symbols, dtype=np.int64)
+    if s.ndim != 2:
+        raise ValueError(f"slot_usage needs symbols of shape [messages, positions], got {s.shape}")
+    return [codebook_usage(s[:, j], size) for j in range(s.shape[1])]

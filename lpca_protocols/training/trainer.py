@@ -1,15 +1,16 @@
 """Train a learned latent codec through a frozen receiver.
 
-The base model is frozen; only the codec (resampler + decoder, and the VQ codebook by
-EMA for kind='codebook') learns. One step:
+The base model is frozen; only the codec (resampler + decoder, and the quantizer for
+kind='codebook': VQ / RVQ codebooks by EMA, FSQ projections by gradient) learns. One step:
 
     sender hidden states (cached dataset) -> resampler -> packet [B, k, m]
-        (codebook: straight-through VQ, vector-quantize-pytorch, EMA + k-means init)
-    -> decoder -> k prefix embeddings at the receiver prompt's marker
+        (codebook: straight-through VQ / RVQ / FSQ, vector-quantize-pytorch, `quantizers.py`)
+    -> decoder -> k vectors: prefix embeddings at the receiver prompt's marker, or (inject_layer l)
+       zero placeholders there whose residual stream after block l a forward hook replaces / adds to
     -> frozen receiver forward (inputs_embeds) -> cross-entropy of the teacher's answer tokens
 
-plus the optional terms of `ObjectiveConfig` (InfoNCE, anchor, reconstruction), each one
-weight (0 = off). When every episode's receiver prompt has the same text before the marker
+plus the optional terms of `ObjectiveConfig` (teacher KL, InfoNCE, anchor, reconstruction),
+each one weight (0 = off). When every episode's receiver prompt has the same text before the marker
 (true of the built-in prompts), that part's KV cache is computed once and shared.
 
 Everything is a function of the config's seed (initialization, batch order, k-means init,
@@ -19,10 +20,12 @@ restarted with the same command continues from its last `train_state.pt` to the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from lpca_envs.errors import LPCAError
 from lpca_protocols.channels._codec_nets import CodecSpec, save_checkpoint, torch_net
 from lpca_protocols.training import dataset as ds
 from lpca_protocols.training.config import TrainConfig, parse_config
-from lpca_protocols.training.metrics import codebook_usage
+from lpca_protocols.training.metrics import codebook_usage, slot_usage
+from lpca_protocols.training.quantizers import make_quantizer
 
 
 class TrainError(LPCAError, RuntimeError):
@@ -87,6 +91,12 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
     if not -n_layers - 1 <= cfg.layer <= n_layers:
         raise TrainError(f"layer must be in 0..{n_layers} or -1..-{n_layers + 1}, got {cfg.layer}")
     layer = cfg.layer % (n_layers + 1)
+    inject = cfg.codec.inject_layer
+    if inject is not None and inject >= n_layers:
+        raise TrainError(
+            f"codec.inject_layer must be in 0..{n_layers - 1} for {backend.info.name} "
+            f"({n_layers} blocks; l = after block l, 0 = embedding output), got {inject}"
+        )
     train_data, eval_data = _datasets(cfg, layer, agent)
     d = backend.info.hidden_size
     spec = CodecSpec(
@@ -99,8 +109,13 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
         tail=cfg.tail,
         width=cfg.codec.width,
         heads=cfg.codec.heads,
-        codebook_size=cfg.codec.codebook_size if cfg.codec.kind == "codebook" else 0,
+        codebook_size=cfg.codec.alphabet if cfg.codec.kind == "codebook" else 0,
         bounded=cfg.codec.bounded,
+        quantizer=cfg.codec.quantizer,
+        rvq_levels=cfg.codec.rvq_levels,
+        fsq_levels=cfg.codec.fsq_levels,
+        inject_layer=inject,
+        inject_mode=cfg.codec.inject_mode,
     )
     run = _Run(cfg, spec, backend, train_data, eval_data)
     state_file = out / "train_state.pt"
@@ -160,27 +175,14 @@ class _Run:
             self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
             table = backend._embed(list(range(backend.info.vocab_size))).float()
             if spec.bounded:
-                self.net.dec.scale.copy_(3 * table.std(0).clamp(min=1e-4))
+                target = table if not spec.inject_layer else self._residual_sample(spec.inject_layer)
+                self.net.dec.scale.copy_(3 * target.std(0).clamp(min=1e-4))
         self.table_n = F.normalize(table, dim=-1) if cfg.objective.anchor else None
         self.dtype = emb.dtype
-        self.vq = None
-        if spec.kind == "codebook":
-            import vector_quantize_pytorch as vqp
-
-            self.vq = vqp.VectorQuantize(  # one codebook per slot: heads = slots
-                dim=spec.k * spec.m,
-                codebook_dim=spec.m,
-                heads=spec.k,
-                separate_codebook_per_head=True,
-                codebook_size=spec.codebook_size,
-                decay=0.95,
-                rotation_trick=False,
-                kmeans_init=True,
-                kmeans_iters=10,
-                commitment_weight=cfg.objective.commitment,
-            )
+        self.quant = make_quantizer(spec, cfg.objective.commitment) if spec.kind == "codebook" else None
         self.recon = torch.nn.Linear(spec.k * spec.m, spec.d_src) if cfg.objective.reconstruction else None
         params = list(self.net.parameters()) + (list(self.recon.parameters()) if self.recon else [])
+        params += self.quant.parameters() if self.quant is not None else []
         self.opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.history: list[dict[str, Any]] = []
         self.quantizing = False
@@ -188,6 +190,19 @@ class _Run:
         self.shared = self._shared_before()
 
     # -- the receiver --------------------------------------------------------------------
+    def _residual_sample(self, layer: int) -> Any:
+        """The receiver's residual stream after block `layer` over a few training prompts [P, d]
+        (the scale a mid-layer injection's vectors start at; position 0 is skipped: attention sinks)."""
+        torch, d = self.torch, self.train
+        rows = []
+        with torch.no_grad():
+            for i in range(min(8, len(d["seeds"]))):
+                bl, al = int(d["before_len"][i]), int(d["after_len"][i])
+                ids = torch.cat([d["before"][i, :bl], d["after"][i, :al]])
+                out = self.core(input_ids=ids[None], output_hidden_states=True, return_dict=True)
+                rows.append(out.hidden_states[layer][0, 1:].float())
+        return torch.cat(rows)
+
     def _shared_before(self) -> Any:
         """KV cache of the text before the marker when every episode shares it, else None."""
         torch = self.torch
@@ -204,17 +219,24 @@ class _Run:
         return len(ids), kv
 
     def answer_logits(self, prefix: Any, data: dict[str, Any], idx: Any) -> tuple[Any, Any, Any]:
-        """Receiver logits at the target positions [B, G, V], targets [B, G], mask [B, G]."""
+        """Receiver logits at the target positions [B, G, V], targets [B, G], mask [B, G].
+
+        `prefix` [B, k, d] are the decoded vectors: prefix embeddings at the marker, or (the spec's
+        inject_layer) the states its injection puts at k zero placeholders there.
+        """
         torch = self.torch
         emb = self.core.embed_tokens
         k = prefix.shape[1]
-        parts, starts = [], []
+        inject = self.spec.inject_layer
+        slots = torch.zeros_like(prefix) if inject is not None else prefix
+        parts, starts, at = [], [], []
         use_cache = self.shared is not None
         for r, i in enumerate(idx.tolist()):
             bl, al, gl = (int(data[n][i]) for n in ("before_len", "after_len", "target_len"))
             seq = [] if use_cache else [emb(data["before"][i, :bl])]
-            seq += [prefix[r].to(self.dtype), emb(data["after"][i, :al]), emb(data["target"][i, : gl - 1])]
+            seq += [slots[r].to(self.dtype), emb(data["after"][i, :al]), emb(data["target"][i, : gl - 1])]
             parts.append(torch.cat(seq))
+            at.append(0 if use_cache else bl)
             starts.append((0 if use_cache else bl) + k + al - 1)
         lens = [len(p) for p in parts]
         b, t = len(parts), max(lens)
@@ -237,13 +259,44 @@ class _Run:
                 "position_ids": (plen + torch.arange(t))[None].expand(b, t),
             }
             mask = torch.cat([torch.ones((b, plen), dtype=torch.long), mask], 1)
-        h = self.core(inputs_embeds=x, attention_mask=mask, return_dict=True, **kwargs).last_hidden_state
+        with self._injection(prefix, at) as put:
+            x = put(0, x)
+            h = self.core(inputs_embeds=x, attention_mask=mask, return_dict=True, **kwargs).last_hidden_state
         g = int(data["target_len"][idx].max())
         tgt = data["target"][idx, :g]
         tmask = torch.arange(g)[None] < data["target_len"][idx][:, None]
         pos = (torch.tensor(starts)[:, None] + torch.arange(g)[None]).clamp(max=t - 1)
         hs = h[torch.arange(b)[:, None], pos]
         return self.backend._logits(hs).float(), tgt, tmask
+
+    @contextlib.contextmanager
+    def _injection(self, vectors: Any, at: list[int]) -> Iterator[Any]:
+        """`put(layer, h)`: h with `vectors` [B, k, d] combined in at rows `at[b]` .. + k when `layer`
+        is the spec's inject_layer (differentiably; a forward hook applies it after that block)."""
+        torch, spec = self.torch, self.spec
+        cols = torch.tensor(at)[:, None] + torch.arange(vectors.shape[1])[None]
+        rows = torch.arange(len(at))[:, None].expand_as(cols)
+
+        def put(layer: int, h: Any) -> Any:
+            if layer != spec.inject_layer:
+                return h
+            v = vectors.to(h.dtype)
+            return h.index_put((rows, cols), v if spec.inject_mode == "replace" else h[rows, cols] + v)
+
+        handle = None
+        if spec.inject_layer:
+
+            def hook(_mod: Any, _args: Any, out: Any) -> Any:
+                h = out[0] if isinstance(out, tuple) else out
+                h2 = put(spec.inject_layer, h)
+                return (h2, *out[1:]) if isinstance(out, tuple) else h2
+
+            handle = self.backend._layers[spec.inject_layer - 1].register_forward_hook(hook)
+        try:
+            yield put
+        finally:
+            if handle is not None:
+                handle.remove()
 
     # -- codec ---------------------------------------------------------------------------
     def packets(self, data: dict[str, Any], idx: Any) -> Any:
@@ -259,25 +312,29 @@ class _Run:
         packet = self.packets(self.train, idx)
         loss = torch.zeros(())
         logs: dict[str, float] = {}
-        self.quantizing = self.vq is not None and step > self.cfg.codec.quantize_after
+        self.quantizing = self.quant is not None and step > self.cfg.codec.quantize_after
         if self.quantizing:
-            self.vq.train()
-            if not bool(self.vq._codebook.initted):
+            self.quant.module.train()
+            if not self.quant.initted:
                 self._init_codebook()
             if self.cfg.codec.quantize_after and self.cfg.codec.freeze_encoder:
                 self.net.enc.requires_grad_(False)
-            q, _, commit = self.vq(packet.reshape(len(idx), 1, -1))
-            loss = loss + commit.sum()
-            logs["commit"] = float(commit.sum().detach())
-            packet_in = q.view_as(packet)
+            packet_in, aux = self.quant(packet)
+            loss = loss + aux
+            logs["commit"] = float(aux.detach())
         else:
             packet_in = packet
         prefix = self.net.decode(packet_in)
-        if o.answer_ce:
+        if o.answer_ce or o.teacher_kl:
             logits, tgt, tmask = self.answer_logits(prefix, self.train, idx)
+        if o.answer_ce:
             ce = F.cross_entropy(logits[tmask], tgt[tmask])
             loss = loss + o.answer_ce * ce
             logs["ce"] = float(ce.detach())
+        if o.teacher_kl:
+            kl = self._teacher_kl(logits, tmask, self.train, idx)
+            loss = loss + o.teacher_kl * kl
+            logs["kl"] = float(kl.detach())
         if o.infonce:
             loss = loss + o.infonce * self._infonce(packet, idx)
         if o.anchor:
@@ -295,7 +352,7 @@ class _Run:
         return logs
 
     def _init_codebook(self) -> None:
-        """k-means init of each slot's codebook on the packets of (up to 2048) training episodes.
+        """k-means init of each slot's codebook(s) on the packets of (up to 2048) training episodes.
 
         vector-quantize-pytorch would k-means its first batch only; a batch rarely holds every
         message, and codes for missing ones start far from where the packets are.
@@ -308,13 +365,16 @@ class _Run:
                 [self.packets(self.train, torch.arange(i, min(i + 64, n))) for i in range(0, n, 64)]
             )
             self.net.train()
-            g = torch.Generator().manual_seed(self.cfg.seed)
-            cb = torch.stack([_kmeans(p[:, j], self.spec.codebook_size, g) for j in range(self.spec.k)])
-            book = self.vq._codebook
-            book.embed.copy_(cb)
-            book.embed_avg.copy_(cb)
-            book.cluster_size.fill_(1.0)
-            book.initted.fill_(True)
+            self.quant.init(p, torch.Generator().manual_seed(self.cfg.seed))
+
+    def _teacher_kl(self, logits: Any, tmask: Any, data: dict[str, Any], idx: Any) -> Any:
+        """Mean over answer positions of KL(teacher || receiver), the teacher renormalized over its
+        stored top tokens (the receiver's mass outside them only raises the loss)."""
+        F = self.F
+        g = logits.shape[1]
+        t_lp = F.log_softmax(data["teacher_logp"][idx, :g].float(), -1)  # [B, G, TOPK]
+        s_lp = F.log_softmax(logits, -1).gather(-1, data["teacher_ids"][idx, :g])
+        return (t_lp.exp() * (t_lp - s_lp)).sum(-1)[tmask].mean()
 
     def _infonce(self, packet: Any, idx: Any) -> Any:
         """Supervised InfoNCE over the batch: a packet's positives are the packets of episodes with
@@ -349,9 +409,9 @@ class _Run:
             self.net.eval()
             p = torch.cat([self.packets(self.eval, torch.arange(i, min(i + 64, n))) for i in range(0, n, 64)])
             if self.quantizing:
-                self.net.codebook.copy_(self.vq.codebook)
+                self.net.load_quantizer(self.quant.export())
                 return self.net.nearest(p)
-            if self.vq is not None:  # still in the continuous warm-up
+            if self.quant is not None:  # still in the continuous warm-up
                 return p
             from lpca_protocols import codecs
 
@@ -368,7 +428,7 @@ class _Run:
         out: dict[str, Any] = {}
         with torch.no_grad():
             for name, pk in variants.items():
-                losses, exact = [], []
+                losses, exact, kls = [], [], []
                 for i in range(0, n, self.cfg.optim.batch_size):
                     idx = torch.arange(i, min(i + self.cfg.optim.batch_size, n))
                     rows = self.net.rows(pk[idx]) if self.quantizing else pk[idx]
@@ -376,17 +436,22 @@ class _Run:
                     losses.append(float(self.F.cross_entropy(logits[tmask], tgt[tmask])) * len(idx))
                     ok = ((logits.argmax(-1) == tgt) | ~tmask).all(-1)
                     exact.extend(ok.tolist())
+                    if self.cfg.objective.teacher_kl:
+                        kls.append(float(self._teacher_kl(logits, tmask, self.eval, idx)) * len(idx))
                 out["loss" + name] = sum(losses) / n
                 out["exact" + name] = sum(exact) / n
-        if self.quantizing:
-            out["codebook"] = codebook_usage(packets.numpy().reshape(-1), self.spec.codebook_size).as_dict()
+                if kls:
+                    out["kl" + name] = sum(kls) / n
+        if self.quantizing:  # symbol statistics: all symbols, then per position in the message
+            sym, size = packets.numpy(), self.spec.codebook_size
+            out["codebook"] = codebook_usage(sym.reshape(-1), size).as_dict()
+            out["codebook_slots"] = [u.as_dict() for u in slot_usage(sym, size)]
         return out
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: Path, step: int) -> Path:
-        if self.vq is not None:
-            with self.torch.no_grad():
-                self.net.codebook.copy_(self.vq.codebook)
+        if self.quant is not None:
+            self.net.load_quantizer(self.quant.export())
         meta = {
             "step": step,
             "config": self.cfg.model_dump(),
@@ -400,7 +465,7 @@ class _Run:
         state = {
             "step": step,
             "net": self.net.state_dict(),
-            "vq": self.vq.state_dict() if self.vq is not None else {},
+            "vq": self.quant.module.state_dict() if self.quant is not None else {},
             "recon": self.recon.state_dict() if self.recon is not None else {},
             "opt": self.opt.state_dict(),
             "rng": torch.get_rng_state(),
@@ -417,8 +482,8 @@ class _Run:
         except Exception as e:
             raise TrainError(f"{path} is unreadable ({e}); delete it to restart the run from scratch") from e
         self.net.load_state_dict(state["net"])
-        if self.vq is not None:
-            self.vq.load_state_dict(state["vq"])
+        if self.quant is not None:
+            self.quant.module.load_state_dict(state["vq"])
         if self.recon is not None:
             self.recon.load_state_dict(state["recon"])
         self.opt.load_state_dict(state["opt"])
@@ -427,32 +492,12 @@ class _Run:
         return int(state["step"])
 
 
-def _kmeans(x: Any, size: int, g: Any, iters: int = 25) -> Any:
-    """Lloyd's k-means of rows `x` [n, m] into `size` centroids, seeded by farthest-point init
-    (every well-separated cluster gets a centroid; a random init can merge two for good)."""
-    import torch
-
-    c = [x[int(torch.randint(len(x), (1,), generator=g))]]
-    dist = torch.cdist(x, c[0][None])[:, 0]
-    for _ in range(size - 1):
-        c.append(x[int(dist.argmax())])
-        dist = torch.minimum(dist, torch.cdist(x, c[-1][None])[:, 0])
-    cent = torch.stack(c).clone()
-    for _ in range(iters):
-        a = torch.cdist(x, cent).argmin(1)
-        for j in range(size):
-            sel = a == j
-            if sel.any():
-                cent[j] = x[sel].mean(0)
-    return cent
-
-
 def _datasets(cfg: TrainConfig, layer: int, agent: Any) -> tuple[Any, Any]:
     root = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
     out = []
     for seed, n in ((cfg.train_seed, cfg.train_episodes), (cfg.eval_seed, cfg.eval_episodes)):
         spec = ds.DatasetSpec(
-            cfg.model, cfg.env, cfg.level, seed, n, layer, cfg.tail, "truth", cfg.shard_size
+            cfg.model, cfg.env, cfg.level, seed, n, layer, cfg.tail, cfg.teacher, cfg.shard_size
         )
         key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
         path = root / f"{cfg.env.replace('/', '_')}-L{cfg.level}-{seed}-{n}-{key}"
@@ -469,6 +514,8 @@ def _claim_run_dir(out: Path, cfg: TrainConfig) -> None:
     want = cfg.model_dump()
     if f.exists():
         have = json.loads(f.read_text())
+        with contextlib.suppress(LPCAError):  # keys added since that run was started take their defaults
+            have = json.loads(json.dumps(parse_config(have).model_dump()))
         if have != json.loads(json.dumps(want)):
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise TrainError(
