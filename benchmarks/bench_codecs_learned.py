@@ -157,7 +157,7 @@ if __name__ == "__main__":
     d = Bench()
     p.add_argument("--model", default=d.model)
     p.add_argument("--levels", type=int, nargs="+", default=list(d.levels))
-    p.add_argument("--codecs", nargs="+", default=d.codecs)
+    p.add_argument("--codecs", nargs="*", default=d.codecs)  # none: only --references
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
