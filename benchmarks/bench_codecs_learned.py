@@ -54,6 +54,11 @@ class Bench:
     references: bool = False
     infonce: float = 0.0
     """Weight of the supervised InfoNCE term on the packets (0: task loss alone)."""
+    anchor: float = 0.0
+    """Weight of the anchor term (decoded vectors near the receiver's input embeddings)."""
+    inject_layer: int | None = None
+    """Continuous codec: write the decoded vectors into the receiver's residual after this block
+    instead of reading them as prefix embeddings."""
 
 
 def codec_config(spec: str) -> dict:
@@ -78,6 +83,10 @@ def main(b: Bench) -> None:
         for spec in b.codecs:
             tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
             name = f"L{level}-{tag}-nce{b.infonce:g}-l{b.layer}t{b.tail}"
+            if b.anchor:
+                name += f"-anchor{b.anchor:g}"
+            if b.inject_layer is not None:
+                name += f"-inj{b.inject_layer}"
             cfg = {
                 "model": b.model,
                 "env": b.env,
@@ -89,8 +98,9 @@ def main(b: Bench) -> None:
                 "train_episodes": b.train_episodes,
                 "eval_episodes": b.eval_episodes,
                 "threads": b.threads,
-                "codec": codec_config(spec),
-                "objective": {"infonce": b.infonce},
+                "codec": codec_config(spec)
+                | ({} if b.inject_layer is None else {"inject_layer": b.inject_layer}),
+                "objective": {"infonce": b.infonce, "anchor": b.anchor},
                 "optim": {
                     "steps": b.steps,
                     "batch_size": b.batch_size,
@@ -169,6 +179,8 @@ if __name__ == "__main__":
     p.add_argument("--infonce", type=float, default=d.infonce)
     p.add_argument("--tail", type=int, default=d.tail)
     p.add_argument("--layer", type=int, default=d.layer)
+    p.add_argument("--anchor", type=float, default=d.anchor)
+    p.add_argument("--inject-layer", type=int, default=None)
     a = p.parse_args()
     main(
         Bench(
@@ -186,5 +198,7 @@ if __name__ == "__main__":
             infonce=a.infonce,
             tail=a.tail,
             layer=a.layer,
+            anchor=a.anchor,
+            inject_layer=a.inject_layer,
         )
     )
