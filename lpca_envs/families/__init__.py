@@ -4,10 +4,19 @@ from lpca_envs.families.arithmetic import Arithmetic
 from lpca_envs.families.csp import ConstraintSatisfaction
 from lpca_envs.families.graph_path import GraphPath
 from lpca_envs.families.kv_lookup import KVLookup
+from lpca_envs.families.pin_relay import PinRelay
 from lpca_envs.families.program_synthesis import ProgramSynthesis
 from lpca_envs.families.relay import SecretRelay
 
-__all__ = ["Arithmetic", "ConstraintSatisfaction", "GraphPath", "KVLookup", "ProgramSynthesis", "SecretRelay"]
+__all__ = [
+    "Arithmetic",
+    "ConstraintSatisfaction",
+    "GraphPath",
+    "KVLookup",
+    "PinRelay",
+    "ProgramSynthesis",
+    "SecretRelay",
+]
 
 #: Instances registered as ``lpca/<Name>-v0`` when `lpca_envs` is imported.
 BUILTIN_FAMILIES = [
@@ -17,4 +26,5 @@ BUILTIN_FAMILIES = [
     GraphPath(),
     ProgramSynthesis(),
     SecretRelay(),
+    PinRelay(),
 ]
