@@ -9,6 +9,11 @@ replace) with its shuffled control on the same seeds.
 
     .venv/bin/python benchmarks/bench_codecs_learned.py --levels 0 --codecs prefix:k=4,m=16 codebook:k=2,K=16
 
+Rate-success curves: ``--serializers fp16 q8_0 rotq:bits=3`` evaluates each trained continuous
+codec through every serializer (one training, several bit rates), and ``--gate-episodes 0``
+replaces the gate by a cheaper curve point per codec and serializer: normal vs shuffle on
+``--curve-episodes`` held-out episodes (the leaderboard's 96), so a k x K grid fits the machine.
+
 Runs resume: a finished training run is reused (its directory holds the final codec).
 Results append to OUT/results.jsonl. Nothing is tuned on the gate's seeds: training uses
 seeds 0.., evaluation during training 1_000_000.., the gate 2_000_000...
@@ -59,6 +64,11 @@ class Bench:
     inject_layer: int | None = None
     """Continuous codec: write the decoded vectors into the receiver's residual after this block
     instead of reading them as prefix embeddings."""
+    serializers: tuple[str, ...] = ("fp16",)
+    """Continuous codecs: the tensor codecs the packet crosses through (the first one is gated)."""
+    curve_episodes: int = 96
+    """Episodes per curve point (normal and shuffle) for serializers after the first, or for
+    every codec when the gate is off (``gate_episodes = 0``)."""
 
 
 def codec_config(spec: str) -> dict:
@@ -82,7 +92,9 @@ def main(b: Bench) -> None:
             rows += references(b, agent, level)
         for spec in b.codecs:
             tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
-            name = f"L{level}-{tag}-nce{b.infonce:g}-l{b.layer}t{b.tail}"
+            family = b.env.removeprefix("lpca/").split("-v")[0]
+            name = "" if family == "SecretRelay" else f"{family}-"  # SecretRelay runs keep their names
+            name += f"L{level}-{tag}-nce{b.infonce:g}-l{b.layer}t{b.tail}"
             if b.anchor:
                 name += f"-anchor{b.anchor:g}"
             if b.inject_layer is not None:
@@ -112,38 +124,87 @@ def main(b: Bench) -> None:
             t = time.perf_counter()
             res = train_codec(cfg, agent=agent)
             train_s = time.perf_counter() - t
-            t = time.perf_counter()
-            report = run_gate(
-                res.checkpoint, env_id=b.env, level=level, agent=agent, episodes=b.gate_episodes
-            )
-            print(report.table(), flush=True)
-            row = {
+            base = {
+                "env": b.env,
                 "level": level,
                 "codec": spec,
                 "infonce": b.infonce,
-                "bits": report.bits_per_episode,
-                "success": report.rate,
-                **{r.name: r.rate for r in report.references},
-                "p_values": {r.name: r.p_value for r in report.references},
-                "passed": report.passed,
-                "episodes": report.episodes,
+                "anchor": b.anchor,
+                "inject_layer": b.inject_layer,
                 "train_steps": res.step,
                 "train_wall_s": train_s,
-                "train_history": res.history,
-                "gate_wall_s": time.perf_counter() - t,
             }
-            rows.append(row)
+            serializers = b.serializers if spec.startswith("prefix") else ("index",)
+            if b.gate_episodes == 0:
+                curve = serializers
+            else:
+                curve = serializers[1:]
+                rows.append(gate_row(b, agent, level, res, serializers[0], base))
+            for ser in curve:
+                rows.append(curve_point(b, agent, level, res.checkpoint, ser, base))
             with (out / "results.jsonl").open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-    print("\n| level | protocol | bits/episode | success | shuffle | null | random | P0 | gate |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+                for r in rows[-len(serializers) :]:
+                    fh.write(json.dumps(r) + "\n")
+    print(
+        "\n| env | level | protocol | serializer | bits/episode | success "
+        "| shuffle | null | random | P0 | gate |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r['level']} | {r['codec']} | {r['bits']:.0f} | {r['success']:.1%} | "
+            f"| {r.get('env', b.env).removeprefix('lpca/')} | {r['level']} | {r['codec']} | "
+            f"{r.get('serializer', '-')} | {r['bits']:.0f} | {r['success']:.1%} | "
             + " | ".join(f"{r[c]:.1%}" if c in r else "-" for c in ("shuffle", "null", "random", "p0"))
             + f" | {'pass' if r.get('passed') else 'FAIL' if 'passed' in r else '-'} |"
         )
     (out / "bench.json").write_text(json.dumps(asdict(b), indent=2))
+
+
+def gate_row(b: Bench, agent: LMAgent, level: int, res, serializer: str, base: dict) -> dict:
+    """The gate (>= 200 held-out episodes: normal vs shuffle / null / random and P0)."""
+    t = time.perf_counter()
+    codec = serializer if serializer != "index" else "fp16"
+    report = run_gate(
+        res.checkpoint, env_id=b.env, level=level, agent=agent, episodes=b.gate_episodes, codec=codec
+    )
+    print(report.table(), flush=True)
+    return {
+        **base,
+        "serializer": serializer,
+        "bits": report.bits_per_episode,
+        "success": report.rate,
+        **{r.name: r.rate for r in report.references},
+        "p_values": {r.name: r.p_value for r in report.references},
+        "passed": report.passed,
+        "episodes": report.episodes,
+        "train_history": res.history,
+        "gate_wall_s": time.perf_counter() - t,
+    }
+
+
+def curve_point(b: Bench, agent: LMAgent, level: int, checkpoint, serializer: str, base: dict) -> dict:
+    """Normal and shuffle on the gate's first `curve_episodes` seeds through one serializer."""
+    t = time.perf_counter()
+    channel = "latent-prefix" if base["codec"].startswith("prefix") else "latent-codebook"
+    opts = {"checkpoint": str(checkpoint)} | ({"codec": serializer} if serializer != "index" else {})
+    common = dict(agent=agent, out_dir=None, episodes=b.curve_episodes, level=level, seed=2_000_000)
+    res = {
+        c: run(b.env, channel, b.model, channel_options={**opts, "control": c}, **common)
+        for c in ("none", "shuffle")
+    }
+    s = {c: r.summary for c, r in res.items()}
+    row = {
+        **base,
+        "serializer": serializer,
+        "bits": s["none"]["mean_bits"],
+        "success": s["none"]["success_rate"],
+        "score": sum(r["score"] for r in res["none"].records) / max(1, len(res["none"].records)),
+        "shuffle": s["shuffle"]["success_rate"],
+        "episodes": b.curve_episodes,
+        "curve_wall_s": time.perf_counter() - t,
+    }
+    print(row, flush=True)
+    return row
 
 
 def references(b: Bench, agent: LMAgent, level: int) -> list[dict]:
@@ -157,7 +218,15 @@ def references(b: Bench, agent: LMAgent, level: int) -> list[dict]:
         ("graft L24 shuffle", "activation-graft", {**graft, "control": "shuffle"}),
     ):
         s = run(b.env, channel, b.model, channel_options=opts, **common).summary
-        out.append({"level": level, "codec": label, "bits": s["mean_bits"], "success": s["success_rate"]})
+        out.append(
+            {
+                "env": b.env,
+                "level": level,
+                "codec": label,
+                "bits": s["mean_bits"],
+                "success": s["success_rate"],
+            }
+        )
         print(out[-1], flush=True)
     return out
 
@@ -181,6 +250,9 @@ if __name__ == "__main__":
     p.add_argument("--layer", type=int, default=d.layer)
     p.add_argument("--anchor", type=float, default=d.anchor)
     p.add_argument("--inject-layer", type=int, default=None)
+    p.add_argument("--env", default=d.env)
+    p.add_argument("--serializers", nargs="+", default=list(d.serializers))
+    p.add_argument("--curve-episodes", type=int, default=d.curve_episodes)
     a = p.parse_args()
     main(
         Bench(
@@ -200,5 +272,8 @@ if __name__ == "__main__":
             layer=a.layer,
             anchor=a.anchor,
             inject_layer=a.inject_layer,
+            env=a.env,
+            serializers=tuple(a.serializers),
+            curve_episodes=a.curve_episodes,
         )
     )

@@ -12,7 +12,6 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import json
-import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from lpca_models.agents import LMAgent, extract_answer
 from lpca_protocols.channel import AgentContext, Channel, ChannelError, Requirement
 from lpca_protocols.episode_log import append_episodes, read_episodes, write_atomic
 from lpca_protocols.plugins import make_channel
+from lpca_protocols.stats import wilson
 
 
 class RunError(LPCAError, ValueError):
@@ -63,17 +63,6 @@ class RunResult:
     records: list[dict[str, Any]]
     summary: dict[str, Any]
     run_dir: Path | None
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def validate(cfg: RunConfig) -> tuple[Channel, Budget, Any]:

@@ -191,3 +191,32 @@ def test_cli_and_errors(sweep, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SweepError, match="holds no sweep cells"):
         build_leaderboard(tmp_path / "empty")
+
+
+def _row(channel, n, k, controls=None, options=""):
+    r = {"channel": channel, "options": options, "level": 0, "model": "m", "n": n, "successes": k}
+    for c in ("null", "shuffle", "random"):
+        r[f"{c}_success"] = None if controls is None else controls[c] / n
+        r[f"{c}_n"] = None if controls is None else n
+    return r
+
+
+def test_gate_column_tests_every_control_and_p0():
+    from lpca_protocols.leaderboard import add_gate
+
+    low = {"null": 20, "shuffle": 22, "random": 10}
+    rows = [
+        _row("none", 200, 0),
+        _row("latent-codebook", 200, 200, low),
+        _row("graft", 200, 60, {"null": 20, "shuffle": 50, "random": 10}),  # does not beat shuffle
+        _row("text", 200, 200),  # no controls: no gate
+    ]
+    add_gate(rows)
+    assert [r["gate"] for r in rows] == [None, "pass", "fail", None]
+    assert rows[1]["gate_p"] < 1e-30 and rows[2]["gate_p"] > 0.01
+    few = [_row("none", 96, 0), _row("cipher", 96, 96, {"null": 10, "shuffle": 11, "random": 0})]
+    add_gate(few)
+    assert few[1]["gate"] == "pass*"  # passes the test, on fewer than the 200 episodes required
+    orphan = [_row("cipher", 200, 200, low)]  # no P0 row to compare with: cannot pass
+    add_gate(orphan)
+    assert orphan[0]["gate"] == "fail"

@@ -204,12 +204,12 @@ def test_cli_sweep_rejects_bad_input(tmp_path):
 def test_shipped_configs_expand():
     root = Path(__file__).parents[1]
     board = expand(load_config(root / "benchmarks" / "leaderboard" / "leaderboard.toml"))
-    # 3 task cells x 3 scripted; SecretRelay's 2 levels x (P0 + P1 + P5 + (P2, P3, P4) x 3 budgets +
-    # the model skyline, 4 latent channels x 4 controls + cipher at temperature 1); KVLookup: P0, P1,
-    # P2 x 3 budgets, P5, the model skyline
-    assert len(board) == 3 * 3 + 2 * (13 + 17) + 7
+    # 4 task cells x 3 scripted; SecretRelay's 2 levels and PinRelay's level 0 x (P0 + P1 + P5 +
+    # (P2, P3, P4) x 3 budgets + the model skyline, 4 latent channels x 4 controls + cipher at
+    # temperature 1); KVLookup: P0, P1, P2 x 3 budgets, P5, the model skyline
+    assert len(board) == 4 * 3 + 3 * (13 + 17) + 7
     latent = {c.run.env_id for c in board if "control" in c.run.channel_options}
-    assert latent == {"lpca/SecretRelay-v0"}
+    assert latent == {"lpca/SecretRelay-v0", "lpca/PinRelay-v0"}
     assert {c.run.model for c in board} == {"smollm2-135m", "scripted"}
     (block,) = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), re.S)
     assert len(expand(parse_config(tomllib.loads(block)))) == 2 * 3 + 2 * (3 + 1)

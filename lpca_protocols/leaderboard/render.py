@@ -66,6 +66,7 @@ def cells(row: dict[str, Any], controls: bool) -> list[str]:
         for c in CONTROLS:
             s = row.get(f"{c}_success")
             out.append("" if s is None else f"{pct(s)} {ci(row[f'{c}_lo'], row[f'{c}_hi'])}")
+        out.append(row.get("gate") or "")
     return out
 
 
@@ -74,7 +75,7 @@ def has_controls(rows: list[dict[str, Any]]) -> bool:
 
 
 def header(controls: bool) -> list[str]:
-    return list(COLUMNS) + ([f"control {c}" for c in CONTROLS] if controls else [])
+    return list(COLUMNS) + ([f"control {c}" for c in CONTROLS] + ["gate"] if controls else [])
 
 
 def markdown(title: str, families: dict[str, list[dict[str, Any]]], notes: list[str], plots: dict) -> str:

@@ -83,7 +83,7 @@ def leaderboard(
     from lpca_protocols.leaderboard import build_leaderboard
     from lpca_protocols.leaderboard.render import cells, has_controls, header
 
-    wide = Console(width=max(console.width, 180))  # 15 columns; a terminal keeps its own width
+    wide = Console(width=max(console.width, 200))  # 16 columns; a terminal keeps its own width
     if console.is_terminal:
         wide = console
     try:

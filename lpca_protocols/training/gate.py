@@ -9,16 +9,16 @@ with the numbers; nothing here tunes anything.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lpca_protocols.channels._codec_nets import load_checkpoint
+from lpca_protocols.stats import GATE_MIN_EPISODES, two_proportion_p
 from lpca_protocols.training.metrics import CodebookUsage, codebook_usage, slot_usage
 
 CONTROLS = ("shuffle", "null", "random")
-MIN_EPISODES = 200
+MIN_EPISODES = GATE_MIN_EPISODES
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,6 @@ class GateReport:
             rows.append(f"  per position (perplexity/dead): {per}")
         rows += [f"  reason: {r}" for r in self.reasons]
         return "\n".join(rows)
-
-
-def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    """One-sided p-value of H1: p1 > p2 (pooled two-proportion z-test)."""
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    p1, p2 = k1 / n1, k2 / n2
-    pool = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pool * (1 - pool) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return 1.0 if p1 <= p2 else 0.0
-    z = (p1 - p2) / se
-    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def run_gate(
