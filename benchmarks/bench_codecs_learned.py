@@ -9,6 +9,9 @@ replace) with its shuffled control on the same seeds.
 
     .venv/bin/python benchmarks/bench_codecs_learned.py --levels 0 --codecs prefix:k=4,m=16 codebook:k=2,K=16
 
+A codec spec is ``prefix:k=K,m=M`` or ``codebook:k=K,K=SIZE,warmup=STEPS``, plus ``pos=P`` for P
+learned position embeddings of the resampler's inputs (needed for ordered content, e.g. PinRelay).
+
 Rate-success curves: ``--serializers fp16 q8_0 rotq:bits=3`` evaluates each trained continuous
 codec through every serializer (one training, several bit rates), and ``--gate-episodes 0``
 replaces the gate by a cheaper curve point per codec and serializer: normal vs shuffle on
@@ -75,6 +78,8 @@ def codec_config(spec: str) -> dict:
     kind, _, rest = spec.partition(":")
     opts = dict(item.split("=") for item in rest.split(",") if item)
     cfg: dict = {"kind": kind, "k": int(opts.get("k", 4)), "m": int(opts.get("m", 16))}
+    if "pos" in opts:  # learned position embeddings of the resampler's inputs (ordered content)
+        cfg["positions"] = int(opts["pos"])
     if kind == "codebook":
         cfg["codebook_size"] = int(opts.get("K", 16))
         cfg["quantize_after"] = int(opts.get("warmup", 0))
@@ -89,7 +94,10 @@ def main(b: Bench) -> None:
     rows = []
     for level in b.levels:
         if b.references:
-            rows += references(b, agent, level)
+            refs = references(b, agent, level)
+            rows += refs
+            with (out / "results.jsonl").open("a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in refs)
         for spec in b.codecs:
             tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
             family = b.env.removeprefix("lpca/").split("-v")[0]
@@ -225,6 +233,8 @@ def references(b: Bench, agent: LMAgent, level: int) -> list[dict]:
                 "codec": label,
                 "bits": s["mean_bits"],
                 "success": s["success_rate"],
+                "episodes": s["episodes"],
+                "reference": True,
             }
         )
         print(out[-1], flush=True)

@@ -113,8 +113,8 @@ def deliver(chan, rows):
 
 @pytest.mark.parametrize(
     "kind,options",
-    [("prefix", {}), ("codebook", {}), ("codebook", RVQ), ("codebook", FSQ)],
-    ids=["prefix", "vq", "rvq", "fsq"],
+    [("prefix", {}), ("codebook", {}), ("codebook", RVQ), ("codebook", FSQ), ("prefix", {"positions": 8})],
+    ids=["prefix", "vq", "rvq", "fsq", "prefix-positions"],
 )
 def test_checkpoint_round_trip_gives_the_modules_own_outputs(tmp_path, tiny, kind, options):
     path, net = random_checkpoint(tmp_path / "c", tiny, kind, **options)
@@ -164,10 +164,33 @@ def test_inference_quantizes_exactly_as_vector_quantize_pytorch_trained(options,
     np.testing.assert_array_equal(dequantize(spec, tables, symbols), want.numpy())
 
 
+def test_position_embeddings_make_the_resampler_see_order(tmp_path, tiny):
+    """Without positions the resampler reads a bag of states (a permutation changes nothing); with
+    them the packet depends on the order, and a right-padded batch encodes like each row alone."""
+    h = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 9, 64)).astype(np.float32) * 3)
+    perm = h[:, torch.randperm(9, generator=torch.Generator().manual_seed(0))]
+    _, bag = random_checkpoint(tmp_path / "bag", tiny, "prefix")
+    _, ordered = random_checkpoint(tmp_path / "ord", tiny, "prefix", positions=4)
+    with torch.no_grad():
+        torch.testing.assert_close(bag.encode(perm), bag.encode(h))
+        assert (ordered.encode(perm) - ordered.encode(h)).abs().max() > 1e-3
+        short = h[:, :6]
+        padded = torch.cat([h, torch.cat([short, torch.zeros(1, 3, 64)], 1)])
+        mask = torch.arange(9)[None] < torch.tensor([[9], [6]])
+        both = ordered.encode(padded, mask)
+        torch.testing.assert_close(both[0], ordered.encode(h)[0])
+        torch.testing.assert_close(both[1], ordered.encode(short)[0])
+
+
+def test_bad_positions_are_refused():
+    with pytest.raises(CheckpointError, match=r"positions must be 0\.\.4096"):
+        CodecSpec(kind="prefix", k=1, m=4, d_src=8, d_out=8, source_layer=1, width=16, positions=-1)
+
+
 @needs_mlx
-@pytest.mark.parametrize("kind", ["prefix", "codebook"])
-def test_torch_and_mlx_forwards_agree(tmp_path, tiny, kind):
-    runner = CodecRunner(load_checkpoint(random_checkpoint(tmp_path / "c", tiny, kind)[0]))
+@pytest.mark.parametrize("kind,options", [("prefix", {}), ("codebook", {}), ("prefix", {"positions": 8})])
+def test_torch_and_mlx_forwards_agree(tmp_path, tiny, kind, options):
+    runner = CodecRunner(load_checkpoint(random_checkpoint(tmp_path / "c", tiny, kind, **options)[0]))
     for seed, t in ((0, 5), (1, 40)):
         h = np.random.default_rng(seed).standard_normal((t, 64)).astype(np.float32) * 4
         p_t, p_m = runner.encode(h, "torch"), runner.encode(h, "mlx")

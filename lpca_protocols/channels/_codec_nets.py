@@ -92,6 +92,11 @@ class CodecSpec:
     """None: the decoded vectors are prefix embeddings; l: they enter the residual stream after block l."""
     inject_mode: str = "replace"
     """With inject_layer: replace the placeholders' residual there, or add to it."""
+    positions: int = 0
+    """Learned position embeddings of the resampler's inputs, by distance from the prompt's last
+    position (0 = last; farther ones share the last row); 0: none (the resampler then sees a bag
+    of states, and ordered content such as the digits of a code is only as recoverable as the
+    states' own position signal)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsq_levels", tuple(int(x) for x in self.fsq_levels))
@@ -101,6 +106,8 @@ class CodecSpec:
             raise CheckpointError(f"width {self.width} must be a multiple of heads {self.heads}")
         if self.inject_layer is not None and (isinstance(self.inject_layer, bool) or self.inject_layer < 0):
             raise CheckpointError(f"inject_layer must be None or a layer >= 0, got {self.inject_layer!r}")
+        if isinstance(self.positions, bool) or not 0 <= self.positions <= 4096:
+            raise CheckpointError(f"positions must be 0..4096, got {self.positions!r}")
         if self.inject_mode not in INJECT_MODES:
             raise CheckpointError(f"inject_mode must be one of {INJECT_MODES}, got {self.inject_mode!r}")
         if self.kind == "prefix":
@@ -170,6 +177,8 @@ class CodecSpec:
         }
         if self.bounded:
             shapes["dec.scale"] = (self.d_out,)
+        if self.positions:
+            shapes["enc.pos"] = (self.positions, w)
         if self.kind == "codebook" and self.quantizer == "vq":
             shapes["codebook"] = (k, self.codebook_size, m)  # one codebook per slot
         elif self.kind == "codebook" and self.quantizer == "rvq":
@@ -333,6 +342,8 @@ def _torch_classes() -> Any:
             self.enc.norm = nn.LayerNorm(d)
             self.enc.inp = nn.Linear(d, w)
             self.enc.queries = nn.Parameter(torch.randn(k, w, generator=g) * 0.5)
+            if spec.positions:
+                self.enc.pos = nn.Parameter(torch.zeros(spec.positions, w))
             self.enc.q = nn.Linear(w, w, bias=False)
             self.enc.k = nn.Linear(w, w, bias=False)
             self.enc.v = nn.Linear(w, w, bias=False)
@@ -360,6 +371,11 @@ def _torch_classes() -> Any:
             e, s = self.enc, self.spec
             x = e.inp(e.norm((h - e.mu) / e.sd))
             b, t, w = x.shape
+            if s.positions:
+                real = mask if mask is not None else torch.ones((b, t), dtype=torch.bool)
+                # distance of each real position from the last real one (right or left padding)
+                back = real.long().flip(-1).cumsum(-1).flip(-1) - 1
+                x = x + e.pos[back.clamp(0, s.positions - 1)]
             hd = w // s.heads
             q = e.q(e.queries).view(s.k, s.heads, hd).transpose(0, 1)[None]  # [1, H, k, hd]
             kk = e.k(x).view(b, t, s.heads, hd).transpose(1, 2)  # [B, H, T, hd]
@@ -544,6 +560,9 @@ def _mlx_encode(w: dict[str, Any], spec: CodecSpec, h: np.ndarray) -> np.ndarray
 
     x = (mx.array(h) - w["enc.mu"]) / w["enc.sd"]
     x = _mlx_linear(w, "enc.inp", _mlx_layer_norm(w, "enc.norm", x))  # [T, w]
+    if spec.positions:
+        t = x.shape[0]
+        x = x + w["enc.pos"][mx.minimum(mx.arange(t - 1, -1, -1), spec.positions - 1)]
     hd = spec.width // spec.heads
     q = (w["enc.queries"] @ w["enc.q.weight"].T).reshape(spec.k, spec.heads, hd).transpose(1, 0, 2)
     kk = (x @ w["enc.k.weight"].T).reshape(-1, spec.heads, hd).transpose(1, 0, 2)

@@ -87,6 +87,9 @@ class CodecConfig(_Strict):
     (0 = embedding output, must be below the model's block count)."""
     inject_mode: Literal["replace", "add"] = "replace"
     """With inject_layer: the vectors replace the placeholders' residual stream, or are added to it."""
+    positions: int = Field(0, ge=0, le=4096)
+    """Learned position embeddings of the resampler's inputs by distance from the prompt's end
+    (0: none). Ordered content (the digits of a code) needs them; a single word does not."""
 
     @model_validator(mode="after")
     def _quantizer_options(self) -> CodecConfig:

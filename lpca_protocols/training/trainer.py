@@ -116,6 +116,7 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
         fsq_levels=cfg.codec.fsq_levels,
         inject_layer=inject,
         inject_mode=cfg.codec.inject_mode,
+        positions=cfg.codec.positions,
     )
     run = _Run(cfg, spec, backend, train_data, eval_data)
     state_file = out / "train_state.pt"
