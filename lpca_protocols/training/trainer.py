@@ -13,6 +13,9 @@ plus the optional terms of `ObjectiveConfig` (teacher KL, InfoNCE, anchor, recon
 each one weight (0 = off). When every episode's receiver prompt has the same text before the marker
 (true of the built-in prompts), that part's KV cache is computed once and shared.
 
+The receiver's forward is `receiver.py`, the teacher-KL and InfoNCE terms `objectives.py`, the
+run directory, its datasets and the progress bar `rundir.py`.
+
 Everything is a function of the config's seed (initialization, batch order, k-means init,
 dead-code resampling through the saved RNG state), so a run killed at any point and
 restarted with the same command continues from its last `train_state.pt` to the same codec.
@@ -20,24 +23,23 @@ restarted with the same command continues from its last `train_state.pt` to the 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import math
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lpca_envs.errors import LPCAError
-from lpca_protocols.channels._codec_nets import CodecSpec, save_checkpoint, torch_net
-from lpca_protocols.training import dataset as ds
+from lpca_protocols.channels._codec_spec import CodecSpec, save_checkpoint
+from lpca_protocols.channels._codec_torch import torch_net
 from lpca_protocols.training.config import TrainConfig, parse_config
 from lpca_protocols.training.metrics import codebook_usage, slot_usage
+from lpca_protocols.training.objectives import infonce, teacher_kl
 from lpca_protocols.training.quantizers import make_quantizer
+from lpca_protocols.training.receiver import Receiver
+from lpca_protocols.training.rundir import claim_run_dir, load_datasets, progress_bar
 
 
 class TrainError(LPCAError, RuntimeError):
@@ -78,7 +80,7 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _claim_run_dir(out, cfg)
+    claim_run_dir(out, cfg, TrainError)
     if agent is None:
         import lpca_models
         from lpca_models.agents import LMAgent
@@ -124,7 +126,7 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
     if state_file.exists():
         start = run.load_state(state_file)
     history = run.history
-    bar = _progress(progress, cfg.optim.steps, start)
+    bar = progress_bar(progress, cfg.optim.steps, start)
     step = start
     try:
         for step in range(start + 1, cfg.optim.steps + 1):
@@ -160,15 +162,14 @@ class _Run:
 
         self.torch, self.F = torch, F
         self.cfg, self.spec, self.backend = cfg, spec, backend
-        self.core = backend.model.model
         for p in backend.model.parameters():
             p.requires_grad_(False)
         backend.model.eval()
+        self.receiver = Receiver(backend, spec)
         self.train = {k: torch.from_numpy(v) for k, v in train.arrays.items()}
         self.eval = {k: torch.from_numpy(v) for k, v in evald.arrays.items()}
         torch.manual_seed(cfg.seed)
         self.net = torch_net(spec)
-        emb = self.core.embed_tokens.weight.detach()
         with torch.no_grad():
             hid, hl = self.train["hidden"], self.train["hidden_len"]
             real = hid[torch.arange(hid.shape[1])[None] < hl[:, None]]  # [positions, d]
@@ -176,10 +177,10 @@ class _Run:
             self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
             table = backend._embed(list(range(backend.info.vocab_size))).float()
             if spec.bounded:
-                target = table if not spec.inject_layer else self._residual_sample(spec.inject_layer)
+                inject = spec.inject_layer
+                target = table if not inject else self.receiver.residual_sample(self.train, inject)
                 self.net.dec.scale.copy_(3 * target.std(0).clamp(min=1e-4))
         self.table_n = F.normalize(table, dim=-1) if cfg.objective.anchor else None
-        self.dtype = emb.dtype
         self.quant = make_quantizer(spec, cfg.objective.commitment) if spec.kind == "codebook" else None
         self.recon = torch.nn.Linear(spec.k * spec.m, spec.d_src) if cfg.objective.reconstruction else None
         params = list(self.net.parameters()) + (list(self.recon.parameters()) if self.recon else [])
@@ -188,116 +189,11 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.quantizing = False
         self.last_eval = ""
-        self.shared = self._shared_before()
-
-    # -- the receiver --------------------------------------------------------------------
-    def _residual_sample(self, layer: int) -> Any:
-        """The receiver's residual stream after block `layer` over a few training prompts [P, d]
-        (the scale a mid-layer injection's vectors start at; position 0 is skipped: attention sinks)."""
-        torch, d = self.torch, self.train
-        rows = []
-        with torch.no_grad():
-            for i in range(min(8, len(d["seeds"]))):
-                bl, al = int(d["before_len"][i]), int(d["after_len"][i])
-                ids = torch.cat([d["before"][i, :bl], d["after"][i, :al]])
-                out = self.core(input_ids=ids[None], output_hidden_states=True, return_dict=True)
-                rows.append(out.hidden_states[layer][0, 1:].float())
-        return torch.cat(rows)
-
-    def _shared_before(self) -> Any:
-        """KV cache of the text before the marker when every episode shares it, else None."""
-        torch = self.torch
-        rows = set()
-        for data in (self.train, self.eval):
-            for b, n in zip(data["before"], data["before_len"]):
-                rows.add(tuple(b[: int(n)].tolist()))
-        if len(rows) != 1:
-            return None
-        ids = torch.tensor(next(iter(rows)))
-        with torch.no_grad():
-            out = self.core(inputs_embeds=self.core.embed_tokens(ids)[None], use_cache=True, return_dict=True)
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return len(ids), kv
+        self.shared = self.receiver.shared_before(self.train, self.eval)
 
     def answer_logits(self, prefix: Any, data: dict[str, Any], idx: Any) -> tuple[Any, Any, Any]:
-        """Receiver logits at the target positions [B, G, V], targets [B, G], mask [B, G].
-
-        `prefix` [B, k, d] are the decoded vectors: prefix embeddings at the marker, or (the spec's
-        inject_layer) the states its injection puts at k zero placeholders there.
-        """
-        torch = self.torch
-        emb = self.core.embed_tokens
-        k = prefix.shape[1]
-        inject = self.spec.inject_layer
-        slots = torch.zeros_like(prefix) if inject is not None else prefix
-        parts, starts, at = [], [], []
-        use_cache = self.shared is not None
-        for r, i in enumerate(idx.tolist()):
-            bl, al, gl = (int(data[n][i]) for n in ("before_len", "after_len", "target_len"))
-            seq = [] if use_cache else [emb(data["before"][i, :bl])]
-            seq += [slots[r].to(self.dtype), emb(data["after"][i, :al]), emb(data["target"][i, : gl - 1])]
-            parts.append(torch.cat(seq))
-            at.append(0 if use_cache else bl)
-            starts.append((0 if use_cache else bl) + k + al - 1)
-        lens = [len(p) for p in parts]
-        b, t = len(parts), max(lens)
-        x = torch.zeros((b, t, prefix.shape[-1]), dtype=self.dtype)
-        mask = torch.zeros((b, t), dtype=torch.long)
-        for r, p in enumerate(parts):
-            x[r, : len(p)] = p
-            mask[r, : len(p)] = 1
-        kwargs: dict[str, Any] = {}
-        if use_cache:
-            from transformers import DynamicCache
-
-            plen, kv = self.shared
-            cache = DynamicCache(config=self.backend.model.config)
-            for li, (kk, vv) in enumerate(kv):
-                cache.layers[li].update(kk.expand(b, *kk.shape[1:]), vv.expand(b, *vv.shape[1:]))
-            kwargs = {
-                "past_key_values": cache,
-                "use_cache": True,
-                "position_ids": (plen + torch.arange(t))[None].expand(b, t),
-            }
-            mask = torch.cat([torch.ones((b, plen), dtype=torch.long), mask], 1)
-        with self._injection(prefix, at) as put:
-            x = put(0, x)
-            h = self.core(inputs_embeds=x, attention_mask=mask, return_dict=True, **kwargs).last_hidden_state
-        g = int(data["target_len"][idx].max())
-        tgt = data["target"][idx, :g]
-        tmask = torch.arange(g)[None] < data["target_len"][idx][:, None]
-        pos = (torch.tensor(starts)[:, None] + torch.arange(g)[None]).clamp(max=t - 1)
-        hs = h[torch.arange(b)[:, None], pos]
-        return self.backend._logits(hs).float(), tgt, tmask
-
-    @contextlib.contextmanager
-    def _injection(self, vectors: Any, at: list[int]) -> Iterator[Any]:
-        """`put(layer, h)`: h with `vectors` [B, k, d] combined in at rows `at[b]` .. + k when `layer`
-        is the spec's inject_layer (differentiably; a forward hook applies it after that block)."""
-        torch, spec = self.torch, self.spec
-        cols = torch.tensor(at)[:, None] + torch.arange(vectors.shape[1])[None]
-        rows = torch.arange(len(at))[:, None].expand_as(cols)
-
-        def put(layer: int, h: Any) -> Any:
-            if layer != spec.inject_layer:
-                return h
-            v = vectors.to(h.dtype)
-            return h.index_put((rows, cols), v if spec.inject_mode == "replace" else h[rows, cols] + v)
-
-        handle = None
-        if spec.inject_layer:
-
-            def hook(_mod: Any, _args: Any, out: Any) -> Any:
-                h = out[0] if isinstance(out, tuple) else out
-                h2 = put(spec.inject_layer, h)
-                return (h2, *out[1:]) if isinstance(out, tuple) else h2
-
-            handle = self.backend._layers[spec.inject_layer - 1].register_forward_hook(hook)
-        try:
-            yield put
-        finally:
-            if handle is not None:
-                handle.remove()
+        """`Receiver.answer_logits` with this run's shared prompt cache (`shared`; None: none)."""
+        return self.receiver.answer_logits(prefix, data, idx, self.shared)
 
     # -- codec ---------------------------------------------------------------------------
     def packets(self, data: dict[str, Any], idx: Any) -> Any:
@@ -333,11 +229,11 @@ class _Run:
             loss = loss + o.answer_ce * ce
             logs["ce"] = float(ce.detach())
         if o.teacher_kl:
-            kl = self._teacher_kl(logits, tmask, self.train, idx)
+            kl = teacher_kl(logits, tmask, self.train, idx)
             loss = loss + o.teacher_kl * kl
             logs["kl"] = float(kl.detach())
         if o.infonce:
-            loss = loss + o.infonce * self._infonce(packet, idx)
+            loss = loss + o.infonce * infonce(packet, self.train, idx, o.infonce_temperature)
         if o.anchor:
             cos = F.normalize(prefix.reshape(-1, prefix.shape[-1]), dim=-1) @ self.table_n.T
             loss = loss + o.anchor * (1 - cos.max(-1).values).mean()
@@ -367,31 +263,6 @@ class _Run:
             )
             self.net.train()
             self.quant.init(p, torch.Generator().manual_seed(self.cfg.seed))
-
-    def _teacher_kl(self, logits: Any, tmask: Any, data: dict[str, Any], idx: Any) -> Any:
-        """Mean over answer positions of KL(teacher || receiver), the teacher renormalized over its
-        stored top tokens (the receiver's mass outside them only raises the loss)."""
-        F = self.F
-        g = logits.shape[1]
-        t_lp = F.log_softmax(data["teacher_logp"][idx, :g].float(), -1)  # [B, G, TOPK]
-        s_lp = F.log_softmax(logits, -1).gather(-1, data["teacher_ids"][idx, :g])
-        return (t_lp.exp() * (t_lp - s_lp)).sum(-1)[tmask].mean()
-
-    def _infonce(self, packet: Any, idx: Any) -> Any:
-        """Supervised InfoNCE over the batch: a packet's positives are the packets of episodes with
-        the same teacher answer, its negatives every other packet (rows without a positive skip)."""
-        torch, F = self.torch, self.F
-        tgt = self.train["target"][idx]
-        same = (tgt[:, None] == tgt[None]).all(-1)
-        eye = torch.eye(len(idx), dtype=torch.bool)
-        z = F.normalize(packet.flatten(1), dim=-1)
-        sim = (z @ z.T / self.cfg.objective.infonce_temperature).masked_fill(eye, float("-inf"))
-        pos = same & ~eye
-        rows = pos.any(1)
-        if not rows.any():
-            return sim.new_zeros(())
-        num = torch.logsumexp(sim.masked_fill(~pos, float("-inf")), 1)
-        return (torch.logsumexp(sim, 1) - num)[rows].mean()
 
     def _batch(self, step: int) -> Any:
         torch = self.torch
@@ -438,7 +309,7 @@ class _Run:
                     ok = ((logits.argmax(-1) == tgt) | ~tmask).all(-1)
                     exact.extend(ok.tolist())
                     if self.cfg.objective.teacher_kl:
-                        kls.append(float(self._teacher_kl(logits, tmask, self.eval, idx)) * len(idx))
+                        kls.append(float(teacher_kl(logits, tmask, self.eval, idx)) * len(idx))
                 out["loss" + name] = sum(losses) / n
                 out["exact" + name] = sum(exact) / n
                 if kls:
@@ -494,50 +365,5 @@ class _Run:
 
 
 def _datasets(cfg: TrainConfig, layer: int, agent: Any) -> tuple[Any, Any]:
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
-    out = []
-    for seed, n in ((cfg.train_seed, cfg.train_episodes), (cfg.eval_seed, cfg.eval_episodes)):
-        spec = ds.DatasetSpec(
-            cfg.model, cfg.env, cfg.level, seed, n, layer, cfg.tail, cfg.teacher, cfg.shard_size
-        )
-        key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
-        path = root / f"{cfg.env.replace('/', '_')}-L{cfg.level}-{seed}-{n}-{key}"
-        ds.collect(spec, path, agent)
-        data = ds.load(path)
-        if data.fingerprint != agent.backend.info.fingerprint:
-            raise TrainError(f"dataset {path} was collected with another model")
-        out.append(data)
-    return out[0], out[1]
-
-
-def _claim_run_dir(out: Path, cfg: TrainConfig) -> None:
-    f = out / "config.json"
-    want = cfg.model_dump()
-    if f.exists():
-        have = json.loads(f.read_text())
-        with contextlib.suppress(LPCAError):  # keys added since that run was started take their defaults
-            have = json.loads(json.dumps(parse_config(have).model_dump()))
-        if have != json.loads(json.dumps(want)):
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise TrainError(
-                f"{out} holds another training run (config differs in {diff}); use another --out"
-            )
-        return
-    f.write_text(json.dumps(want, indent=2))
-
-
-def _progress(enabled: bool, total: int, start: int) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("train codec"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ev]}"),
-        TimeRemainingColumn(),
-    )
-    task = bar.add_task("train", total=total, completed=start, loss=math.nan, ev="")
-    bar.start()
-    return bar, task
+    """(train, eval) datasets of `cfg` (`rundir.load_datasets`), a wrong model's a `TrainError`."""
+    return load_datasets(cfg, layer, agent, TrainError)

@@ -1,0 +1,332 @@
+"""A learned codec's shape (`CodecSpec`), its checkpoint format and its numpy quantizers.
+
+Everything here is numpy (safetensors loads lazily): the spec and checkpoint checks run
+without torch or MLX, and `quantize` / `dequantize` are the one quantizer both frameworks'
+receivers use, so they see the same symbols. The nets live in `_codec_torch` and
+`_codec_mlx`; `_codec_nets` describes the codec and runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lpca_protocols.channel import ChannelError
+
+FORMAT = "lpca-codec/1"
+WEIGHTS = "codec.safetensors"
+CONFIG = "codec.json"
+
+
+class CheckpointError(ChannelError):
+    """A codec checkpoint is missing, truncated, corrupt or incomplete."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A codec checkpoint was trained on another base model (fingerprint differs)."""
+
+
+QUANTIZERS = ("vq", "rvq", "fsq")
+INJECT_MODES = ("replace", "add")
+#: FSQ alphabets: the index codec packs at most 2**24 symbols.
+MAX_SYMBOLS = 1 << 24
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """Shape of a learned codec; everything needed to rebuild its nets from weights."""
+
+    kind: Literal["prefix", "codebook"]
+    k: int
+    """Packet vectors (prefix slots)."""
+    m: int
+    """Width of each packet vector (the codebook's row width for kind='codebook')."""
+    d_src: int
+    """Sender hidden size."""
+    d_out: int
+    """Receiver input-embedding size."""
+    source_layer: int
+    """Sender layer the hidden states are read at (0 = embeddings)."""
+    tail: int = 0
+    """Read only the last `tail` positions of the sender prompt (0: all)."""
+    width: int = 128
+    heads: int = 4
+    codebook_size: int = 0
+    """K (kind='codebook')."""
+    bounded: bool = True
+    """Decoder output is tanh(x) x a learned per-dimension scale."""
+    quantizer: str = "vq"
+    """kind='codebook': vq, rvq or fsq (see the module docstring)."""
+    rvq_levels: int = 1
+    """Q, residual stages per slot (quantizer='rvq')."""
+    fsq_levels: tuple[int, ...] = ()
+    """Levels of each FSQ dimension (quantizer='fsq'); codebook_size is their product."""
+    inject_layer: int | None = None
+    """None: the decoded vectors are prefix embeddings; l: they enter the residual stream after block l."""
+    inject_mode: str = "replace"
+    """With inject_layer: replace the placeholders' residual there, or add to it."""
+    positions: int = 0
+    """Learned position embeddings of the resampler's inputs, by distance from the prompt's last
+    position (0 = last; farther ones share the last row); 0: none (the resampler then sees a bag
+    of states, and ordered content such as the digits of a code is only as recoverable as the
+    states' own position signal)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fsq_levels", tuple(int(x) for x in self.fsq_levels))
+        if self.kind not in ("prefix", "codebook"):
+            raise CheckpointError(f"codec kind must be 'prefix' or 'codebook', got {self.kind!r}")
+        if self.width % self.heads:
+            raise CheckpointError(f"width {self.width} must be a multiple of heads {self.heads}")
+        if self.inject_layer is not None and (isinstance(self.inject_layer, bool) or self.inject_layer < 0):
+            raise CheckpointError(f"inject_layer must be None or a layer >= 0, got {self.inject_layer!r}")
+        if isinstance(self.positions, bool) or not 0 <= self.positions <= 4096:
+            raise CheckpointError(f"positions must be 0..4096, got {self.positions!r}")
+        if self.inject_mode not in INJECT_MODES:
+            raise CheckpointError(f"inject_mode must be one of {INJECT_MODES}, got {self.inject_mode!r}")
+        if self.kind == "prefix":
+            return
+        if self.quantizer not in QUANTIZERS:
+            raise CheckpointError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            check_fsq_levels(self.fsq_levels, CheckpointError)
+            if self.codebook_size != math.prod(self.fsq_levels):
+                raise CheckpointError(
+                    f"an fsq codec's codebook_size is prod(fsq_levels) = {math.prod(self.fsq_levels)}, "
+                    f"got {self.codebook_size}"
+                )
+        elif self.fsq_levels:
+            raise CheckpointError(f"fsq_levels only apply to quantizer='fsq', not {self.quantizer!r}")
+        if self.codebook_size < 2:
+            raise CheckpointError(f"a codebook codec needs codebook_size >= 2, got {self.codebook_size}")
+        if not 1 <= self.rvq_levels <= 64 or (self.quantizer != "rvq" and self.rvq_levels != 1):
+            raise CheckpointError(
+                f"rvq_levels must be 1..64 with quantizer='rvq' and 1 otherwise, got {self.rvq_levels} "
+                f"with quantizer={self.quantizer!r}"
+            )
+
+    @property
+    def index_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size))) if self.codebook_size else 0
+
+    @property
+    def symbols_per_message(self) -> int:
+        """Indices one message carries (kind='codebook'): k, or k x Q for rvq."""
+        return self.k * self.rvq_levels if self.kind == "codebook" else 0
+
+    @property
+    def message_bits(self) -> int:
+        """Exact bits of a codebook message: symbols_per_message x ceil(log2 codebook_size)."""
+        return self.symbols_per_message * self.index_bits
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every inference weight's name and shape (the keys a checkpoint must hold)."""
+        d, w, k, m = self.d_src, self.width, self.k, self.m
+        shapes: dict[str, tuple[int, ...]] = {
+            "enc.mu": (d,),
+            "enc.sd": (d,),
+            "enc.norm.weight": (d,),
+            "enc.norm.bias": (d,),
+            "enc.inp.weight": (w, d),
+            "enc.inp.bias": (w,),
+            "enc.queries": (k, w),
+            "enc.q.weight": (w, w),
+            "enc.k.weight": (w, w),
+            "enc.v.weight": (w, w),
+            "enc.o.weight": (w, w),
+            "enc.o.bias": (w,),
+            "enc.ff_norm.weight": (w,),
+            "enc.ff_norm.bias": (w,),
+            "enc.ff1.weight": (2 * w, w),
+            "enc.ff1.bias": (2 * w,),
+            "enc.ff2.weight": (w, 2 * w),
+            "enc.ff2.bias": (w,),
+            "enc.out.weight": (m, w),
+            "enc.out.bias": (m,),
+            "dec.inp.weight": (w, m),
+            "dec.inp.bias": (w,),
+            "dec.slots": (k, w),
+            "dec.out.weight": (self.d_out, w),
+            "dec.out.bias": (self.d_out,),
+        }
+        if self.bounded:
+            shapes["dec.scale"] = (self.d_out,)
+        if self.positions:
+            shapes["enc.pos"] = (self.positions, w)
+        if self.kind == "codebook" and self.quantizer == "vq":
+            shapes["codebook"] = (k, self.codebook_size, m)  # one codebook per slot
+        elif self.kind == "codebook" and self.quantizer == "rvq":
+            shapes["codebook"] = (k, self.rvq_levels, self.codebook_size, m)
+        elif self.kind == "codebook":  # fsq: one projection pair shared by the slots
+            n = len(self.fsq_levels)
+            shapes.update({"fsq.w_in": (n, m), "fsq.b_in": (n,), "fsq.w_out": (m, n), "fsq.b_out": (m,)})
+        return shapes
+
+
+def check_fsq_levels(levels: Any, error: type[Exception]) -> tuple[int, ...]:
+    """`levels` as a tuple, or `error` saying why they cannot be FSQ levels."""
+    lv = tuple(levels)
+    if not lv or not all(isinstance(x, int) and not isinstance(x, bool) and 3 <= x <= 1 << 16 for x in lv):
+        raise error(
+            f"fsq_levels must be a non-empty list of ints >= 3 (a 2-level FSQ dimension rounds "
+            f"asymmetrically in vector-quantize-pytorch), got {list(lv)}"
+        )
+    if math.prod(lv) > MAX_SYMBOLS:
+        raise error(f"fsq_levels {list(lv)} give {math.prod(lv)} symbols; at most {MAX_SYMBOLS} fit an index")
+    return lv
+
+
+def fsq_tables(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(half_l, offset, shift, basis): the constants of vector-quantize-pytorch's FSQ bound (float64)."""
+    lv = np.asarray(levels, np.float64)
+    half_l = (lv - 1) * (1 + 1e-3) / 2
+    offset = np.where(np.asarray(levels) % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(offset / half_l)
+    return half_l, offset, shift, np.cumprod([1, *levels[:-1]]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded codec checkpoint: spec, float32 weights, the base model it was trained on."""
+
+    spec: CodecSpec
+    weights: dict[str, np.ndarray]
+    base_model: str
+    base_fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def check_base(self, fingerprint: str, model_name: str = "") -> None:
+        if fingerprint != self.base_fingerprint:
+            raise CheckpointMismatchError(
+                f"codec checkpoint {self.path} was trained on {self.base_model} "
+                f"({self.base_fingerprint[:12]}...), this model is {model_name or '?'} "
+                f"({fingerprint[:12]}...); a learned codec only works on its own base model"
+            )
+
+
+def save_checkpoint(
+    path: str | Path,
+    spec: CodecSpec,
+    weights: dict[str, np.ndarray],
+    base_model: str,
+    base_fingerprint: str,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``codec.safetensors`` then ``codec.json`` (its presence marks a complete checkpoint)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    want = spec.weight_shapes()
+    missing = sorted(set(want) - set(weights))
+    if missing:
+        raise CheckpointError(f"cannot save codec: weights {missing} are missing")
+    arrays = {n: np.ascontiguousarray(np.asarray(weights[n], dtype=np.float32)) for n in want}
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(arrays, str(tmp))
+    tmp.replace(path / WEIGHTS)
+    doc = {
+        "format": FORMAT,
+        "spec": asdict(spec),
+        "base_model": base_model,
+        "base_fingerprint": base_fingerprint,
+        "weights_sha256": hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest(),
+        "meta": dict(meta or {}),
+    }
+    tmp = path / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    tmp.replace(path / CONFIG)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a codec checkpoint directory; every defect is a `CheckpointError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    cfg, wfile = path / CONFIG, path / WEIGHTS
+    if not cfg.is_file() or not wfile.is_file():
+        raise CheckpointError(
+            f"{path} is not a codec checkpoint: expected {CONFIG} and {WEIGHTS} in that directory"
+        )
+    try:
+        doc = json.loads(cfg.read_text())
+        if doc.get("format") != FORMAT:
+            raise CheckpointError(f"{cfg}: format {doc.get('format')!r}, expected {FORMAT!r}")
+        spec = CodecSpec(**doc["spec"])
+        base_model, base_fp = str(doc["base_model"]), str(doc["base_fingerprint"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{cfg} is not a valid codec config ({type(e).__name__}: {e})") from None
+    data = wfile.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if doc.get("weights_sha256") not in (None, digest):
+        raise CheckpointError(
+            f"{wfile} is truncated or corrupt: {len(data)} bytes whose sha256 {digest[:12]}... differs "
+            f"from the {doc['weights_sha256'][:12]}... recorded in {CONFIG}"
+        )
+    try:
+        weights = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{wfile} is not a readable safetensors file: {e}") from None
+    want = spec.weight_shapes()
+    missing = sorted(set(want) - set(weights))
+    if missing:
+        raise CheckpointError(f"{wfile} lacks weights {missing} required by its spec ({spec.kind})")
+    bad = {n: (tuple(weights[n].shape), s) for n, s in want.items() if tuple(weights[n].shape) != s}
+    if bad:
+        detail = ", ".join(f"{n}: got {g}, expected {s}" for n, (g, s) in sorted(bad.items()))
+        raise CheckpointError(f"{wfile} has weights of the wrong shape: {detail}")
+    w = {n: np.asarray(weights[n], dtype=np.float32) for n in want}
+    return Checkpoint(spec, w, base_model, base_fp, dict(doc.get("meta", {})), path)
+
+
+# ------------------------------------------------------------------------------------ quantizers
+
+QUANT_KEYS = ("codebook", "fsq.w_in", "fsq.b_in", "fsq.w_out", "fsq.b_out")
+
+
+def quantize(spec: CodecSpec, tables: dict[str, np.ndarray], packets: np.ndarray) -> np.ndarray:
+    """Packets [B, k, m] -> symbols [B, symbols_per_message] (int64, slot-major; rvq: slot j's stages
+    at j*Q .. j*Q+Q-1). float64 numpy, so torch and MLX receivers see the same symbols."""
+    p = np.asarray(packets, np.float64)
+    b, k = p.shape[:2]
+    if spec.quantizer == "fsq":
+        z = p @ tables["fsq.w_in"].astype(np.float64).T + tables["fsq.b_in"]  # [B, k, n]
+        half_l, offset, shift, basis = fsq_tables(spec.fsq_levels)
+        level = np.rint(np.tanh(z + shift) * half_l - offset).astype(np.int64)
+        level += np.asarray(spec.fsq_levels, np.int64) // 2  # 0 .. L-1 per dimension
+        return (level * basis).sum(-1)
+    cb = tables["codebook"].astype(np.float64)
+    if spec.quantizer == "vq":
+        return ((p[:, :, None, :] - cb[None]) ** 2).sum(-1).argmin(-1)
+    out = np.zeros((b, k, spec.rvq_levels), np.int64)
+    slots = np.arange(k)[None]
+    for q in range(spec.rvq_levels):  # greedy residual coding, as ResidualVQ trains it
+        out[:, :, q] = ((p[:, :, None, :] - cb[None, :, q]) ** 2).sum(-1).argmin(-1)
+        p = p - cb[:, q][slots, out[:, :, q]]
+    return out.reshape(b, k * spec.rvq_levels)
+
+
+def dequantize(spec: CodecSpec, tables: dict[str, np.ndarray], symbols: np.ndarray) -> np.ndarray:
+    """Symbols [B, symbols_per_message] -> quantized packets [B, k, m] (float32)."""
+    idx = np.asarray(symbols, np.int64)
+    b, k = len(idx), spec.k
+    if spec.quantizer == "fsq":
+        lv = np.asarray(spec.fsq_levels, np.int64)
+        half = lv // 2
+        codes = ((idx[..., None] // fsq_tables(spec.fsq_levels)[3]) % lv - half) / half  # [B, k, n]
+        out = codes.astype(np.float32) @ tables["fsq.w_out"].T + tables["fsq.b_out"]
+        return out.astype(np.float32)
+    cb = tables["codebook"]
+    if spec.quantizer == "vq":
+        return cb[np.arange(k)[None], idx]
+    q = spec.rvq_levels
+    rows = cb[np.arange(k)[None, :, None], np.arange(q)[None, None], idx.reshape(b, k, q)]  # [B, k, Q, m]
+    return rows.sum(2, dtype=np.float32)

@@ -1,0 +1,141 @@
+"""The frozen receiver's differentiable forward over cached episodes (torch), for codec training.
+
+The decoded vectors go in as prefix embeddings at the receiver prompt's marker or, with the spec's
+``inject_layer``, through a forward hook into the residual stream after that block at k zero
+placeholders there; out come the logits at the teacher's answer tokens. When every episode's
+receiver prompt has the same text before the marker, `Receiver.shared_before` computes its KV
+cache once and `answer_logits` reuses it for every batch.
+
+torch loads on first use (importing this module is light).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from lpca_protocols.channels._codec_spec import CodecSpec
+
+
+class Receiver:
+    """A torch backend's frozen model, seen as the receiver of a codec with `spec`."""
+
+    def __init__(self, backend: Any, spec: CodecSpec) -> None:
+        self.backend, self.spec = backend, spec
+        self.core = backend.model.model
+        self.dtype = self.core.embed_tokens.weight.dtype
+
+    def residual_sample(self, data: dict[str, Any], layer: int) -> Any:
+        """The receiver's residual stream after block `layer` over a few training prompts [P, d]
+        (the scale a mid-layer injection's vectors start at; position 0 is skipped: attention sinks)."""
+        import torch
+
+        rows = []
+        with torch.no_grad():
+            for i in range(min(8, len(data["seeds"]))):
+                bl, al = int(data["before_len"][i]), int(data["after_len"][i])
+                ids = torch.cat([data["before"][i, :bl], data["after"][i, :al]])
+                out = self.core(input_ids=ids[None], output_hidden_states=True, return_dict=True)
+                rows.append(out.hidden_states[layer][0, 1:].float())
+        return torch.cat(rows)
+
+    def shared_before(self, *datasets: dict[str, Any]) -> Any:
+        """KV cache of the text before the marker when every episode shares it, else None."""
+        import torch
+
+        rows = set()
+        for data in datasets:
+            for b, n in zip(data["before"], data["before_len"]):
+                rows.add(tuple(b[: int(n)].tolist()))
+        if len(rows) != 1:
+            return None
+        ids = torch.tensor(next(iter(rows)))
+        with torch.no_grad():
+            out = self.core(inputs_embeds=self.core.embed_tokens(ids)[None], use_cache=True, return_dict=True)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return len(ids), kv
+
+    def answer_logits(self, prefix: Any, data: dict[str, Any], idx: Any, shared: Any) -> tuple[Any, Any, Any]:
+        """Receiver logits at the target positions [B, G, V], targets [B, G], mask [B, G].
+
+        `prefix` [B, k, d] are the decoded vectors: prefix embeddings at the marker, or (the spec's
+        inject_layer) the states its injection puts at k zero placeholders there. `shared` is
+        `shared_before`'s cache (None: every episode's full prompt runs).
+        """
+        import torch
+
+        emb = self.core.embed_tokens
+        k = prefix.shape[1]
+        inject = self.spec.inject_layer
+        slots = torch.zeros_like(prefix) if inject is not None else prefix
+        parts, starts, at = [], [], []
+        use_cache = shared is not None
+        for r, i in enumerate(idx.tolist()):
+            bl, al, gl = (int(data[n][i]) for n in ("before_len", "after_len", "target_len"))
+            seq = [] if use_cache else [emb(data["before"][i, :bl])]
+            seq += [slots[r].to(self.dtype), emb(data["after"][i, :al]), emb(data["target"][i, : gl - 1])]
+            parts.append(torch.cat(seq))
+            at.append(0 if use_cache else bl)
+            starts.append((0 if use_cache else bl) + k + al - 1)
+        lens = [len(p) for p in parts]
+        b, t = len(parts), max(lens)
+        x = torch.zeros((b, t, prefix.shape[-1]), dtype=self.dtype)
+        mask = torch.zeros((b, t), dtype=torch.long)
+        for r, p in enumerate(parts):
+            x[r, : len(p)] = p
+            mask[r, : len(p)] = 1
+        kwargs: dict[str, Any] = {}
+        if use_cache:
+            from transformers import DynamicCache
+
+            plen, kv = shared
+            cache = DynamicCache(config=self.backend.model.config)
+            for li, (kk, vv) in enumerate(kv):
+                cache.layers[li].update(kk.expand(b, *kk.shape[1:]), vv.expand(b, *vv.shape[1:]))
+            kwargs = {
+                "past_key_values": cache,
+                "use_cache": True,
+                "position_ids": (plen + torch.arange(t))[None].expand(b, t),
+            }
+            mask = torch.cat([torch.ones((b, plen), dtype=torch.long), mask], 1)
+        with self.injection(prefix, at) as put:
+            x = put(0, x)
+            h = self.core(inputs_embeds=x, attention_mask=mask, return_dict=True, **kwargs).last_hidden_state
+        g = int(data["target_len"][idx].max())
+        tgt = data["target"][idx, :g]
+        tmask = torch.arange(g)[None] < data["target_len"][idx][:, None]
+        pos = (torch.tensor(starts)[:, None] + torch.arange(g)[None]).clamp(max=t - 1)
+        hs = h[torch.arange(b)[:, None], pos]
+        return self.backend._logits(hs).float(), tgt, tmask
+
+    @contextlib.contextmanager
+    def injection(self, vectors: Any, at: list[int]) -> Iterator[Any]:
+        """`put(layer, h)`: h with `vectors` [B, k, d] combined in at rows `at[b]` .. + k when `layer`
+        is the spec's inject_layer (differentiably; a forward hook applies it after that block)."""
+        import torch
+
+        spec = self.spec
+        cols = torch.tensor(at)[:, None] + torch.arange(vectors.shape[1])[None]
+        rows = torch.arange(len(at))[:, None].expand_as(cols)
+
+        def put(layer: int, h: Any) -> Any:
+            if layer != spec.inject_layer:
+                return h
+            v = vectors.to(h.dtype)
+            return h.index_put((rows, cols), v if spec.inject_mode == "replace" else h[rows, cols] + v)
+
+        handle = None
+        if spec.inject_layer:
+
+            def hook(_mod: Any, _args: Any, out: Any) -> Any:
+                h = out[0] if isinstance(out, tuple) else out
+                h2 = put(spec.inject_layer, h)
+                return (h2, *out[1:]) if isinstance(out, tuple) else h2
+
+            handle = self.backend._layers[spec.inject_layer - 1].register_forward_hook(hook)
+        try:
+            yield put
+        finally:
+            if handle is not None:
+                handle.remove()
