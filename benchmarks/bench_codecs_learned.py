@@ -64,6 +64,8 @@ class Bench:
     """Weight of the supervised InfoNCE term on the packets (0: task loss alone)."""
     anchor: float = 0.0
     """Weight of the anchor term (decoded vectors near the receiver's input embeddings)."""
+    probe: float = 0.0
+    """Weight of the answer-probe term (the answer's tokens read off the packet by a linear map)."""
     inject_layer: int | None = None
     """Continuous codec: write the decoded vectors into the receiver's residual after this block
     instead of reading them as prefix embeddings."""
@@ -105,6 +107,8 @@ def main(b: Bench) -> None:
             name += f"L{level}-{tag}-nce{b.infonce:g}-l{b.layer}t{b.tail}"
             if b.anchor:
                 name += f"-anchor{b.anchor:g}"
+            if b.probe:
+                name += f"-probe{b.probe:g}"
             if b.inject_layer is not None:
                 name += f"-inj{b.inject_layer}"
             cfg = {
@@ -120,7 +124,7 @@ def main(b: Bench) -> None:
                 "threads": b.threads,
                 "codec": codec_config(spec)
                 | ({} if b.inject_layer is None else {"inject_layer": b.inject_layer}),
-                "objective": {"infonce": b.infonce, "anchor": b.anchor},
+                "objective": {"infonce": b.infonce, "anchor": b.anchor, "answer_probe": b.probe},
                 "optim": {
                     "steps": b.steps,
                     "batch_size": b.batch_size,
@@ -138,6 +142,7 @@ def main(b: Bench) -> None:
                 "codec": spec,
                 "infonce": b.infonce,
                 "anchor": b.anchor,
+                "probe": b.probe,
                 "inject_layer": b.inject_layer,
                 "train_steps": res.step,
                 "train_wall_s": train_s,
@@ -259,6 +264,7 @@ if __name__ == "__main__":
     p.add_argument("--tail", type=int, default=d.tail)
     p.add_argument("--layer", type=int, default=d.layer)
     p.add_argument("--anchor", type=float, default=d.anchor)
+    p.add_argument("--probe", type=float, default=d.probe)
     p.add_argument("--inject-layer", type=int, default=None)
     p.add_argument("--env", default=d.env)
     p.add_argument("--serializers", nargs="+", default=list(d.serializers))
@@ -281,6 +287,7 @@ if __name__ == "__main__":
             tail=a.tail,
             layer=a.layer,
             anchor=a.anchor,
+            probe=a.probe,
             inject_layer=a.inject_layer,
             env=a.env,
             serializers=tuple(a.serializers),

@@ -250,6 +250,31 @@ def test_every_objective_term_and_the_codebook_kind_train(tmp_path, tiny, one_th
     assert usage["size"] == 8 and usage["symbols"] == 2 * 8 and 1 <= usage["perplexity"] <= 8
 
 
+def test_the_answer_probe_term_resumes_exactly_and_stays_out_of_the_checkpoint(tmp_path, tiny, one_thread):
+    """The probe's weights are training state (saved for resume) but never part of the codec."""
+    cfg = {
+        **SMALL,
+        "out": str(tmp_path / "a"),
+        "data_dir": str(tmp_path / "data"),
+        "codec": {"kind": "prefix", "k": 3, "m": 8, "width": 32, "positions": 16},
+        "objective": {"answer_probe": 1.0},
+    }
+    full = train_codec(cfg, agent=tiny, progress=False)
+    cut = {**cfg, "out": str(tmp_path / "b")}
+    train_codec(cut, agent=tiny, progress=False, stop_after=4)
+    rest = train_codec(cut, agent=tiny, progress=False)
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(rest.checkpoint)
+    assert set(a.weights) == set(a.spec.weight_shapes()) and "enc.pos" in a.weights
+    for name, w in a.weights.items():
+        np.testing.assert_array_equal(b.weights[name], w, err_msg=name)
+    plain = train_codec({**cfg, "out": str(tmp_path / "c"), "objective": {}}, agent=tiny, progress=False)
+    assert not np.array_equal(
+        load_checkpoint(plain.checkpoint).weights["enc.out.weight"], a.weights["enc.out.weight"]
+    )
+    with pytest.raises(TrainConfigError, match=r"objective\.answer_probe"):
+        parse_config({"objective": {"answer_probe": -1}})
+
+
 @pytest.mark.parametrize(
     "quant,slots",
     [

@@ -129,6 +129,10 @@ class ObjectiveConfig(_Strict):
     """Supervised InfoNCE across the batch on the packets (before quantization): packets of episodes
     with the same teacher answer attract, all others repel, so different inputs get different packets."""
     infonce_temperature: float = Field(0.1, gt=0)
+    answer_probe: float = Field(0.0, ge=0)
+    """Cross-entropy of the teacher's answer tokens predicted from the packet by a training-only
+    linear read-out (scored against the receiver's input embeddings): a direct "carry the answer"
+    signal for tasks whose answers rarely repeat in a batch, where InfoNCE has no positives."""
     anchor: float = Field(0.0, ge=0)
     """1 - cosine of each decoded vector to its nearest real input embedding."""
     reconstruction: float = Field(0.0, ge=0)

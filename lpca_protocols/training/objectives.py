@@ -33,3 +33,20 @@ def infonce(packet: Any, data: dict[str, Any], idx: Any, temperature: float) -> 
         return sim.new_zeros(())
     num = torch.logsumexp(sim.masked_fill(~pos, float("-inf")), 1)
     return (torch.logsumexp(sim, 1) - num)[rows].mean()
+
+
+def answer_probe(probe: Any, table: Any, packet: Any, data: dict[str, Any], idx: Any) -> Any:
+    """Cross-entropy of the teacher's answer tokens read straight off the packet: a linear map to
+    one vector per answer position, scored against the receiver's (frozen) input-embedding table.
+
+    A direct signal that the packet must hold the answer. It matters when answers rarely repeat
+    within a batch (an n-digit code: 10**n answers), where the supervised InfoNCE has no positives
+    and the task loss alone, through the frozen receiver, starts very slowly.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tgt = data["target"][idx]  # [B, G]
+    tmask = torch.arange(tgt.shape[1])[None] < data["target_len"][idx][:, None]
+    vecs = probe(packet.flatten(1)).view(len(idx), tgt.shape[1], table.shape[1])
+    return F.cross_entropy((vecs @ table.T)[tmask], tgt[tmask])

@@ -9,7 +9,7 @@ kind='codebook': VQ / RVQ codebooks by EMA, FSQ projections by gradient) learns.
        zero placeholders there whose residual stream after block l a forward hook replaces / adds to
     -> frozen receiver forward (inputs_embeds) -> cross-entropy of the teacher's answer tokens
 
-plus the optional terms of `ObjectiveConfig` (teacher KL, InfoNCE, anchor, reconstruction),
+plus the optional terms of `ObjectiveConfig` (teacher KL, InfoNCE, answer probe, anchor, reconstruction),
 each one weight (0 = off). When every episode's receiver prompt has the same text before the marker
 (true of the built-in prompts), that part's KV cache is computed once and shared.
 
@@ -36,7 +36,7 @@ from lpca_protocols.channels._codec_spec import CodecSpec, save_checkpoint
 from lpca_protocols.channels._codec_torch import torch_net
 from lpca_protocols.training.config import TrainConfig, parse_config
 from lpca_protocols.training.metrics import codebook_usage, slot_usage
-from lpca_protocols.training.objectives import infonce, teacher_kl
+from lpca_protocols.training.objectives import answer_probe, infonce, teacher_kl
 from lpca_protocols.training.quantizers import make_quantizer
 from lpca_protocols.training.receiver import Receiver
 from lpca_protocols.training.rundir import claim_run_dir, load_datasets, progress_bar
@@ -184,6 +184,12 @@ class _Run:
         self.quant = make_quantizer(spec, cfg.objective.commitment) if spec.kind == "codebook" else None
         self.recon = torch.nn.Linear(spec.k * spec.m, spec.d_src) if cfg.objective.reconstruction else None
         params = list(self.net.parameters()) + (list(self.recon.parameters()) if self.recon else [])
+        self.probe = None
+        if cfg.objective.answer_probe:  # training-only read-out; never part of the checkpoint
+            g = self.train["target"].shape[1]
+            self.probe = torch.nn.Linear(spec.k * spec.m, g * table.shape[1])
+            self.probe_table = table
+            params += list(self.probe.parameters())
         params += self.quant.parameters() if self.quant is not None else []
         self.opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.history: list[dict[str, Any]] = []
@@ -237,6 +243,10 @@ class _Run:
         if o.anchor:
             cos = F.normalize(prefix.reshape(-1, prefix.shape[-1]), dim=-1) @ self.table_n.T
             loss = loss + o.anchor * (1 - cos.max(-1).values).mean()
+        if self.probe is not None:
+            probe = answer_probe(self.probe, self.probe_table, packet, self.train, idx)
+            loss = loss + o.answer_probe * probe
+            logs["probe"] = float(probe.detach())
         if self.recon is not None:
             h = self.train["hidden"][idx, self.train["hidden_len"][idx] - 1]
             want = F.layer_norm(h, (h.shape[-1],))
@@ -339,6 +349,7 @@ class _Run:
             "net": self.net.state_dict(),
             "vq": self.quant.module.state_dict() if self.quant is not None else {},
             "recon": self.recon.state_dict() if self.recon is not None else {},
+            "probe": self.probe.state_dict() if self.probe is not None else {},
             "opt": self.opt.state_dict(),
             "rng": torch.get_rng_state(),
             "history": json.dumps(self.history),
@@ -358,6 +369,8 @@ class _Run:
             self.quant.module.load_state_dict(state["vq"])
         if self.recon is not None:
             self.recon.load_state_dict(state["recon"])
+        if self.probe is not None:
+            self.probe.load_state_dict(state.get("probe", {}))
         self.opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["rng"])
         self.history[:] = json.loads(state["history"])
