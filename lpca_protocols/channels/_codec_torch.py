@@ -44,8 +44,6 @@ def _torch_classes() -> Any:
             self.enc.norm = nn.LayerNorm(d)
             self.enc.inp = nn.Linear(d, w)
             self.enc.queries = nn.Parameter(torch.randn(k, w, generator=g) * 0.5)
-            if spec.positions:
-                self.enc.pos = nn.Parameter(torch.zeros(spec.positions, w))
             self.enc.q = nn.Linear(w, w, bias=False)
             self.enc.k = nn.Linear(w, w, bias=False)
             self.enc.v = nn.Linear(w, w, bias=False)
@@ -57,6 +55,10 @@ def _torch_classes() -> Any:
             self.dec = nn.Module()
             self.dec.inp = nn.Linear(m, w)
             self.dec.slots = nn.Parameter(torch.randn(k, w, generator=g) * 0.5)
+            if spec.positions:
+                # random, not zero: with zero rows the queries start blind to position and find the
+                # positions that matter ~3x slower (PinRelay digits: 40% vs 73% held-out at step 100)
+                self.enc.pos = nn.Parameter(torch.randn(spec.positions, w, generator=g))
             self.dec.out = nn.Linear(w, spec.d_out)
             if spec.bounded:
                 self.dec.scale = nn.Parameter(torch.ones(spec.d_out))

@@ -21,6 +21,7 @@ from lpca_protocols.codecs.base import MAX_ELEMENTS, MAX_NDIM, MAX_PARAMS_BYTES,
 from lpca_protocols.codecs.errors import CodebookError, CodecError, UnknownCodecError
 from lpca_protocols.codecs.floats import BF16, FP16, FP32
 from lpca_protocols.codecs.ggml import Q4_0, Q8_0
+from lpca_protocols.codecs.index import IndexCodec
 from lpca_protocols.codecs.learned import FSQ, PQ, RVQ, VQ, Codebook, CodebookStore
 from lpca_protocols.codecs.rotq import RotQ
 from lpca_protocols.codecs.tcq import RotTCQ
@@ -43,7 +44,7 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
-for _cls in (FP32, FP16, BF16, Q8_0, Q4_0, RotQ, RotTCQ, VQ, RVQ, FSQ, PQ):
+for _cls in (FP32, FP16, BF16, Q8_0, Q4_0, RotQ, RotTCQ, VQ, RVQ, FSQ, PQ, IndexCodec):
     register(_cls)
 
 
@@ -104,6 +105,7 @@ __all__ = [
     "CodebookStore",
     "Codec",
     "CodecError",
+    "IndexCodec",
     "RotQ",
     "UnknownCodecError",
     "check_shape",
