@@ -235,6 +235,20 @@ def test_training_resumes_to_the_same_codec_and_writes_checkpoints(tmp_path, tin
         train_codec({**cfg, "seed": 1}, agent=tiny, progress=False)
 
 
+def test_a_run_started_before_new_config_keys_existed_still_resumes(tmp_path, tiny, one_thread):
+    """A run directory whose config.json predates keys added since (they take their defaults) is the
+    same run, not another: a prefix codec's full dump lists quantizer keys, which must not fail."""
+    cfg = {**SMALL, "out": str(tmp_path / "a"), "data_dir": str(tmp_path / "data")}
+    train_codec(cfg, agent=tiny, progress=False, stop_after=2)
+    f = tmp_path / "a" / "config.json"
+    old = json.loads(f.read_text())
+    del old["codec"]["positions"], old["objective"]["answer_probe"]
+    f.write_text(json.dumps(old))
+    assert train_codec(cfg, agent=tiny, progress=False).resumed_from == 2
+    with pytest.raises(TrainError, match=r"config differs in \['codec'\]"):
+        train_codec({**cfg, "codec": {"kind": "prefix", "k": 5}}, agent=tiny, progress=False)
+
+
 def test_every_objective_term_and_the_codebook_kind_train(tmp_path, tiny, one_thread):
     cfg = {
         **SMALL,

@@ -6,7 +6,6 @@ The checks raise the caller's error type (the trainer's `TrainError`), as `check
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -14,9 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lpca_envs.errors import LPCAError
 from lpca_protocols.training import dataset as ds
-from lpca_protocols.training.config import TrainConfig, parse_config
+from lpca_protocols.training.config import TrainConfig
 
 
 def load_datasets(cfg: TrainConfig, layer: int, agent: Any, error: type[Exception]) -> tuple[Any, Any]:
@@ -43,13 +41,22 @@ def claim_run_dir(out: Path, cfg: TrainConfig, error: type[Exception]) -> None:
     want = cfg.model_dump()
     if f.exists():
         have = json.loads(f.read_text())
-        with contextlib.suppress(LPCAError):  # keys added since that run was started take their defaults
-            have = json.loads(json.dumps(parse_config(have).model_dump()))
+        # keys added since that run was started take their defaults (no re-validation: a stored
+        # dump lists every key, which the validators would read as set by the user)
+        _fill(have, json.loads(json.dumps(type(cfg)().model_dump())))
         if have != json.loads(json.dumps(want)):
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise error(f"{out} holds another training run (config differs in {diff}); use another --out")
         return
     f.write_text(json.dumps(want, indent=2))
+
+
+def _fill(have: dict[str, Any], default: dict[str, Any]) -> None:
+    for key, value in default.items():
+        if key not in have:
+            have[key] = value
+        elif isinstance(value, dict) and isinstance(have[key], dict):
+            _fill(have[key], value)
 
 
 def progress_bar(enabled: bool, total: int, start: int) -> Any:
