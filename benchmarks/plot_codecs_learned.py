@@ -41,12 +41,22 @@ def panels(codecs: list[dict], board: dict) -> list[tuple[str, int]]:
     return sorted(k for k in keys if k[0] in board)
 
 
+def variant(r: dict) -> str:
+    """A continuous codec's curve: its spec and training variant (anchor, injection layer)."""
+    out = r["codec"].split(":", 1)[1]
+    if r.get("anchor"):
+        out += f" anchor{r['anchor']:g}"
+    if r.get("inject_layer") is not None:
+        out += f" inj{r['inject_layer']}"
+    return out
+
+
 def draw(ax, family: str, level: int, codecs: list[dict], board: dict) -> None:
     rows = [r for r in board[family] if r["level"] == level and not r["scripted"]]
     info = next(r["info_bits"] for r in board[family] if r["level"] == level)
     mine = [r for r in codecs if r["env"].endswith(f"{family}-v0") and r["level"] == level]
-    xs = [2.0**e for e in range(-1, 25)]
-    ax.plot(xs, [min(1.0, 2 ** (x - info)) for x in xs], color="0.6", lw=1, ls=":", label="bound 2^(b-info)")
+    xs = [2.0 ** (e / 16) for e in range(-16, 24 * 16 + 1)]
+    ax.plot(xs, [2 ** min(0.0, x - info) for x in xs], color="0.6", lw=1, ls=":", label="bound 2^(b-info)")
     ax.axvline(info, color="0.4", ls="--", lw=1, label=f"info_bits = {info:.1f}")
     p0 = next((r["success"] for r in rows if r["channel"] == "none"), None)
     if p0 is not None:
@@ -67,6 +77,15 @@ def draw(ax, family: str, level: int, codecs: list[dict], board: dict) -> None:
     ax.plot([], [], "s", color="tab:blue", label="text P1-P5 (leaderboard)")
     for r in (r for r in rows if r["channel"] in LATENT):
         ax.plot(r["bits"], r["success"], "^", color="tab:green", ms=5, alpha=0.8)
+        short = r["label"].split(" ", 1)[-1].replace("activation-", "")
+        ax.annotate(
+            short,
+            (r["bits"], r["success"]),
+            fontsize=5,
+            xytext=(-10, 5),
+            textcoords="offset points",
+            color="tab:green",
+        )
         if r.get("shuffle_success") is not None:
             ax.plot(r["bits"], r["shuffle_success"], "^", mfc="none", color="tab:green", ms=5)
     ax.plot([], [], "^", color="tab:green", label="training-free latent (hollow: shuffle)")
@@ -92,8 +111,8 @@ def draw(ax, family: str, level: int, codecs: list[dict], board: dict) -> None:
                 color="tab:red",
             )
     cont = sorted((r for r in mine if r["codec"].startswith("prefix")), key=lambda r: r["bits"])
-    for spec in sorted({r["codec"] for r in cont}):
-        pts = [r for r in cont if r["codec"] == spec]
+    for spec in sorted({variant(r) for r in cont}):
+        pts = [r for r in cont if variant(r) == spec]
         ax.plot(
             [r["bits"] for r in pts], [r["success"] for r in pts], "D-", color="tab:purple", ms=4, alpha=0.8
         )
@@ -101,11 +120,13 @@ def draw(ax, family: str, level: int, codecs: list[dict], board: dict) -> None:
             [r["bits"] for r in pts], [r["shuffle"] for r in pts], "D", mfc="none", color="tab:purple", ms=4
         )
         for r in pts:
+            ser = r.get("serializer", "fp16").replace("rotq-tcq:bits=", "tcq").replace("rotq:bits=", "rotq")
             ax.annotate(
-                f"{spec.split(':')[1]} {r.get('serializer', 'fp16')}",
+                ser,
                 (r["bits"], r["success"]),
                 fontsize=5,
-                xytext=(3, 3),
+                rotation=60,
+                xytext=(0, 4),
                 textcoords="offset points",
                 color="tab:purple",
             )
@@ -122,7 +143,6 @@ def draw(ax, family: str, level: int, codecs: list[dict], board: dict) -> None:
     ax.set_ylabel("success")
     ax.set_title(f"{family} level {level} (SmolLM2-135M)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="center right")
 
 
 def main() -> None:
@@ -143,7 +163,14 @@ def main() -> None:
         draw(ax, fam, lv, codecs, board)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    fig.tight_layout()
+    legend: dict[str, object] = {}  # one legend for all panels, below them
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label.startswith("info_bits"):
+                label = "info_bits (the floor)"
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.05, 1, 1))
     fig.savefig(a.out, dpi=130)
     print(f"wrote {a.out} ({len(keys)} panels)")
 
