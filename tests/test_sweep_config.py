@@ -206,9 +206,9 @@ def test_shipped_configs_expand():
     board = expand(load_config(root / "benchmarks" / "leaderboard" / "leaderboard.toml"))
     # 4 task cells x 3 scripted; SecretRelay's 2 levels and PinRelay's level 0 x (P0 + P1 + P5 +
     # (P2, P3, P4) x 3 budgets + the model skyline, 4 latent channels x 4 controls + cipher at
-    # temperature 1); KVLookup: P0, P1, P2 x 3 budgets, P5, the model skyline; 4 learned codecs x 4
+    # temperature 1); KVLookup: P0, P1, P2 x 3 budgets, P5, the model skyline; 5 learned codecs x 4
     # controls, each on its own SecretRelay level
-    assert len(board) == 4 * 3 + 3 * (13 + 17) + 7 + 4 * 4
+    assert len(board) == 4 * 3 + 3 * (13 + 17) + 7 + 5 * 4
     learned = [c for c in board if c.run.channel.startswith("latent-")]
     for c in learned:  # the committed checkpoints exist where the config says (run from the repo root)
         assert (root / c.run.channel_options["checkpoint"] / "codec.safetensors").is_file()
