@@ -331,9 +331,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 def _open_run_dir(out_dir: str | Path, cfg: RunConfig) -> Path:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{cfg.env_id.replace('/', '_')}-{cfg.channel}-{cfg.key()}"
-    d = Path(out_dir) / name
-    _init_run_dir(d, cfg, exist_ok=False)
-    return d
+    # two runs of one config can start within the same second: the second gets a suffix
+    for n in range(1, 1000):
+        d = Path(out_dir) / (name if n == 1 else f"{name}-{n}")
+        try:
+            _init_run_dir(d, cfg, exist_ok=False)
+        except FileExistsError:
+            continue
+        return d
+    raise FileExistsError(f"{Path(out_dir) / name}: 999 runs of this config started in one second")
 
 
 def _init_run_dir(d: Path, cfg: RunConfig, exist_ok: bool) -> None:

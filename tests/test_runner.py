@@ -98,6 +98,7 @@ def test_reproducible_and_recorded(agent, tmp_path):
     b = run("lpca/SecretRelay-v0", "text", TINY, agent=agent, out_dir=tmp_path, **kw)
     strip = lambda recs: [{k: v for k, v in r.items() if not k.startswith("time_")} for r in recs]  # noqa: E731
     assert strip(a.records) == strip(b.records)
+    assert a.run_dir != b.run_dir and b.run_dir.is_dir()  # same config, same second: two run dirs
     d = a.run_dir
     lines = (d / "episodes.jsonl").read_text().splitlines()
     assert [json.loads(x)["seed"] for x in lines] == [0, 1, 2, 3, 4]

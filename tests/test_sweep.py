@@ -212,7 +212,7 @@ def test_workers_stop_when_the_driver_is_killed_or_interrupted(tmp_path, sig):
     # An orphaned worker would go on running a cell nobody collects, next to a restarted sweep.
     path = tmp_path / "orphan.toml"
     path.write_text(
-        'name = "orphan"\nmodels = ["tiny-random-llama"]\nepisodes = 400\nbatch_size = 1\n'
+        'name = "orphan"\nmodels = ["tiny-random-llama"]\nepisodes = 4000\nbatch_size = 1\n'
         'max_new_tokens = 6\n[[envs]]\nid = "lpca/SecretRelay-v0"\nlevels = [0, 1]\n'
         '[[channels]]\nname = "text"\noptions = { forward_view = true }\n'
     )
@@ -239,4 +239,4 @@ def test_workers_stop_when_the_driver_is_killed_or_interrupted(tmp_path, sig):
     counts = [f.read_bytes().count(b"\n") for f in logs]
     time.sleep(1.5)
     assert [f.read_bytes().count(b"\n") for f in logs] == counts  # nobody writes any more
-    assert all(c < 400 for c in counts)
+    assert all(c < 4000 for c in counts)  # the cells were cut short, not finished
