@@ -217,7 +217,13 @@ def test_workers_stop_when_the_driver_is_killed_or_interrupted(tmp_path, sig):
         '[[channels]]\nname = "text"\noptions = { forward_view = true }\n'
     )
     cmd = [sys.executable, "-m", "lpca_protocols.cli", "sweep", str(path), "--out", str(tmp_path / "o")]
-    proc = subprocess.Popen([*cmd, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # a harness started in the background (`cmd &`) ignores SIGINT and children inherit that: restore it
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     logs = list((tmp_path / "o").glob("cells/*/episodes.jsonl"))
     deadline = time.monotonic() + 120
     while not (logs and all(f.read_bytes().count(b"\n") >= 2 for f in logs) and len(logs) == 2):
