@@ -43,17 +43,18 @@ BACKENDS = ("torch", "mlx")
 
 
 def load(model_id: str | Path, backend: str = "torch", **kwargs: Any) -> Backend:
-    """Load a zoo model (converting it into the cache on first use) or a model directory."""
+    """Load a model, converting it into the cache on first use.
+
+    ``model_id`` is a zoo id, a local Hugging Face causal-LM directory or ``.gguf`` file
+    (converted once, named by its content), or a zoo cache directory (used as it is).
+    """
+    from lpca_models import zoo
+
     if backend not in BACKENDS:
         raise ModelError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if isinstance(model_id, Path) or (isinstance(model_id, str) and "/" in model_id):
-        path = Path(model_id)
-        name = kwargs.pop("name", None)
-    else:
-        from lpca_models import zoo
-
-        path = zoo.ensure_cached(model_id)
-        name = kwargs.pop("name", model_id)
+    path = zoo.ensure_cached(model_id)
+    is_zoo_id = isinstance(model_id, str) and any(s.id == model_id for s in zoo.list_models())
+    name = kwargs.pop("name", model_id if is_zoo_id else None)
     if backend == "torch":
         from lpca_models.torch_backend import TorchBackend
 

