@@ -438,6 +438,23 @@ def test_gemma3_converts_from_its_chunk_packages(smollm2_dir: Path) -> None:
     assert tok("The capital").input_ids[0] == tok.bos_token_id == 2
 
 
+def test_qwen_coder_05b_converts_from_its_part_packages() -> None:
+    """~1 min the first time on a 2-core machine (join, check, dequantize); later runs hit the cache."""
+    path = _real("qwen2.5-coder-0.5b")
+    meta = zoo.read_meta(path)
+    assert (meta["architecture"], meta["n_layers"], meta["hidden_size"], meta["vocab_size"]) == (
+        "qwen2",
+        24,
+        896,
+        151936,
+    )
+    assert meta["source_sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert meta["has_chat_template"] and zoo.compute_fingerprint(path) == meta["fingerprint"]
+    config = json.loads((path / "config.json").read_text())
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 1e6
+    assert not list(path.parent.rglob("*.gguf"))
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
