@@ -94,15 +94,15 @@ class Arithmetic(TaskFamily):
         b_vals = tuple((n, values[n]) for n in b_names)
         a_text = ", ".join(f"{n} = {v}" for n, v in a_vals)
         b_text = ", ".join(f"{n} = {v}" for n, v in b_vals)
+        # Values first, the question last: a small model answers what it read last.
         views = {
             "A": (
-                f"You know the values of these variables: {a_text}.\n"
-                "Your partner must compute an expression that uses them; you cannot see it."
+                f"You know: {a_text}.\n"
+                "Your partner must compute an expression that uses these values; you cannot see it."
             ),
             "B": (
-                f"Compute the value of: {_render(expr)}\n"
-                f"You know {b_text}. Your partner knows the value of {', '.join(a_names)}.\n"
-                "Answer with one integer."
+                f"You know: {b_text}. Your partner knows the value of {', '.join(a_names)}.\n"
+                f"Question: compute {_render(expr)}. Answer with one integer."
             ),
         }
         answer = _eval(expr, values)

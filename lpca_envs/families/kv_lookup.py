@@ -119,17 +119,17 @@ class KVLookup(TaskFamily):
         who, pet = people[q], pets[q]
         table = "\n".join([f"{p} = {v}" for p, v in zip(people, pets, strict=True)])
         people_text = ", ".join(people)
+        # The question comes last and the answer space is named, not listed: a small model shown
+        # a list of options tends to copy its first entry instead of reading the table.
         views = {
             "A": (
-                f"You hold a table of the pets of {k} people (person = pet):\n{table}\n"
-                "Your partner needs the pet of exactly one of these people; you do not "
-                "know which one. Your partner may ask you."
+                f"Your table of the pets of {k} people:\n{table}\n"
+                "Your partner needs the pet of one of these people; you do not know which."
             ),
             "B": (
-                f"Your partner holds a table of the pets of {k} people, in this order: "
-                f"{people_text}. You cannot see the table, and your partner does not know "
-                f"which person you need.\nYou need the pet of: {who}.\n"
-                f"Answer with one word, the pet of {who}, one of: {spec.vocab_text}."
+                f"Your partner has a table of the pets of {k} people ({people_text}); "
+                "you cannot see it.\n"
+                f"Question: what is the pet of {who}? Answer with one word, the animal."
             ),
         }
         return Task(

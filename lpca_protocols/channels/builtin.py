@@ -16,6 +16,7 @@ def register_channels(register: Callable[[type], None]) -> None:
     from lpca_protocols.channels.latent_codebook import LatentCodebookChannel
     from lpca_protocols.channels.latent_prefix import LatentPrefixChannel
     from lpca_protocols.channels.none import NoneChannel
+    from lpca_protocols.channels.oracle_text import OracleTextChannel
     from lpca_protocols.channels.retrieval import RetrievalChannel
     from lpca_protocols.channels.skyline import SkylineChannel
     from lpca_protocols.channels.structured import StructuredChannel
@@ -30,6 +31,7 @@ def register_channels(register: Callable[[type], None]) -> None:
         RetrievalChannel,
         StructuredChannel,
         SkylineChannel,
+        OracleTextChannel,
         CipherChannel,
         GraftChannel,
         KVShareChannel,
