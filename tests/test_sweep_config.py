@@ -1,5 +1,6 @@
 """Sweep configs: grid expansion, and every bad input is a typed error naming the bad key."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_bad_configs_name_the_key(over, match):
             {"envs": [{"id": "lpca/KVLookup-v0", "levels": [7]}]},
             r"envs\[0\]\.levels: .* has levels \[0, 1, 2\]",
         ),
-        ({"models": ["gpt9"]}, r"models\[0\]: unknown model id 'gpt9'; known ids: .*smollm2-135m"),
+        ({"models": ["gpt9"]}, r"models\[0\]: unknown model 'gpt9': not a zoo id .*smollm2-135m"),
         ({"channels": [{"name": "telepathy"}]}, r"channels\[0\] \(telepathy.*unknown channel 'telepathy'"),
         ({"channels": [{"name": "text", "options": {"colour": 1}}]}, r"channels\[0\] \(text.*known options"),
         (
@@ -146,6 +147,24 @@ def test_bad_configs_name_the_key(over, match):
 def test_grid_checks_names_against_the_registries(over, match):
     with pytest.raises(SweepConfigError, match=match):
         expand(cfg(**over))
+
+
+def test_models_may_be_local_paths(tmp_path, monkeypatch):
+    """A sweep takes what `--model` takes: a local Hugging Face directory too, checked the same way."""
+    monkeypatch.setenv("LPCA_CACHE_DIR", str(tmp_path / "cache"))  # get_spec memos content hashes there
+    local = tmp_path / "my-llama"
+    local.mkdir()
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 2}
+    (local / "config.json").write_text(json.dumps(config | {"hidden_size": 8, "vocab_size": 32}))
+    (local / "model.safetensors").write_bytes(b"weights")  # get_spec reads no weights
+    (local / "tokenizer.json").write_text("{}")
+    cells = expand(cfg(models=[str(local)], scripted=[]))
+    assert {c.run.model for c in cells} == {str(local)}
+    (local / "config.json").write_text(json.dumps(config | {"architectures": ["BertModel"]}))
+    with pytest.raises(SweepConfigError, match=r"models\[0\]: .*my-llama holds BertModel, not a causal"):
+        expand(cfg(models=[str(local)]))
+    with pytest.raises(SweepConfigError, match=r"models\[1\]: .*no config.json"):
+        expand(cfg(models=["tiny-random-llama", str(tmp_path)]))
 
 
 def test_files_toml_yaml_and_errors(tmp_path):

@@ -140,12 +140,15 @@ def _check_channel_cells(cfg: SweepConfig) -> None:
 
 
 def _check_models(cfg: SweepConfig) -> None:
+    """A model is a zoo id, a local Hugging Face directory or a .gguf file: whatever `get_spec` accepts."""
     from lpca_models import zoo  # light: no framework import
+    from lpca_models.errors import ModelError
 
-    known = [s.id for s in zoo.list_models()]
     for i, m in enumerate(cfg.models):
-        if m not in known:
-            raise SweepConfigError(f"models[{i}]: unknown model id {m!r}; known ids: {', '.join(known)}")
+        try:
+            zoo.get_spec(m)
+        except ModelError as e:
+            raise SweepConfigError(f"models[{i}]: {e}") from None
     if len(set(cfg.models)) != len(cfg.models):
         raise SweepConfigError(f"models repeat a model: {cfg.models}")
 
