@@ -215,7 +215,10 @@ def _parse_options(pairs: list[str] | None) -> dict[str, object]:
 def run(
     env: str = typer.Option(..., "--env", help="Environment id, e.g. lpca/SecretRelay-v0 (see `lpca envs`)."),
     channel: str = typer.Option(..., "--channel", help="Channel name (see `lpca channels`)."),
-    model: str = typer.Option("smollm2-135m", help="Zoo model id (see `lpca models`)."),
+    model: str = typer.Option(
+        "smollm2-135m",
+        help="Zoo model id (see `lpca models`), or a local Hugging Face directory or .gguf file.",
+    ),
     episodes: int = typer.Option(50, min=1, help="Episodes (seeds seed..seed+episodes-1)."),
     level: int = typer.Option(0, help="Task difficulty level."),
     seed: int = typer.Option(0, help="First episode seed."),
