@@ -211,6 +211,19 @@ def _parse_options(pairs: list[str] | None) -> dict[str, object]:
     return out
 
 
+def _use_sandbox(sandbox: str | None) -> None:
+    """--sandbox: the code tasks' backend for this process ($LPCA_SANDBOX)."""
+    if sandbox is None:
+        return
+    if sandbox not in ("docker", "bwrap", "process"):
+        raise typer.BadParameter(
+            f"expected docker, bwrap or process, got {sandbox!r}", param_hint="--sandbox"
+        )
+    import os
+
+    os.environ["LPCA_SANDBOX"] = sandbox
+
+
 @app.command()
 def run(
     env: str = typer.Option(..., "--env", help="Environment id, e.g. lpca/SecretRelay-v0 (see `lpca envs`)."),
@@ -234,14 +247,7 @@ def run(
     ),
 ) -> None:
     """Run episodes of one (env, channel, model, budget) and print success, bits, tokens and time."""
-    if sandbox is not None:
-        if sandbox not in ("docker", "bwrap", "process"):
-            raise typer.BadParameter(
-                f"expected docker, bwrap or process, got {sandbox!r}", param_hint="--sandbox"
-            )
-        import os
-
-        os.environ["LPCA_SANDBOX"] = sandbox
+    _use_sandbox(sandbox)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from lpca_envs.errors import LPCAError
@@ -294,6 +300,79 @@ def run(
     )
     console.print(table)
     console.print(f"run directory: {result.run_dir}")
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Option(
+        ..., help="Zoo model id (see `lpca models`), or a local Hugging Face directory or .gguf file."
+    ),
+    env: list[str] = typer.Option(None, "--env", help="Only these env ids (repeatable; default: all)."),
+    level: list[int] = typer.Option(None, "--level", help="Only these levels (repeatable; default: all)."),
+    episodes: int = typer.Option(64, min=1, help="Episodes per cell (seeds seed..seed+episodes-1)."),
+    seed: int = typer.Option(0, min=0, help="First episode seed."),
+    backend: str = typer.Option("torch", help="torch or mlx."),
+    batch_size: int = typer.Option(8, min=1, help="Episodes per batched model call."),
+    max_new_tokens: int = typer.Option(24, min=1, help="Longest answer, in tokens."),
+    json_path: str = typer.Option(None, "--json", help="Write every row (and per-episode outcomes) here."),
+    markdown_path: str = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+    sandbox: str = typer.Option(
+        None, help="Code tasks: docker, bwrap or process (default: docker, else bwrap)."
+    ),
+) -> None:
+    """The competence table: chance, P0, skyline, oracle-text, P1 per family x level, and which are fair."""
+    import shlex
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from lpca_envs.errors import LPCAError
+    from lpca_protocols import calibrate as cal
+
+    _use_sandbox(sandbox)
+    argv = ["lpca", "calibrate", "--model", model, *(a for e in env or [] for a in ("--env", e))]
+    argv += [a for lv in level or [] for a in ("--level", str(lv))]
+    argv += ["--episodes", str(episodes), "--seed", str(seed), "--backend", backend]
+    argv += ["--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens)]
+    argv += ["--sandbox", sandbox] if sandbox else []
+    command = shlex.join(argv)  # the resolved command (defaults spelled out), for the JSON and Markdown
+    # a log or pipe has no width: print the whole table rather than cut it to 80 columns
+    out = console if console.is_terminal else Console(width=max(console.width, 160))
+    try:
+        cells = cal.select_cells(env, level)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=out,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"loading {model}", total=None)
+
+            def progress(done: int, total: int, what: str) -> None:
+                bar.update(task, completed=done, total=total, description=what)
+
+            rows = cal.calibrate(
+                model,
+                cells,
+                episodes=episodes,
+                seed=seed,
+                backend=backend,
+                progress=progress,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+            )
+    except (LPCAError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        out.print(f"[red]error:[/red] {msg}")
+        raise typer.Exit(2) from None
+    fp = rows[0].fingerprint[:12] if rows else "?"
+    title = f"Competence of {model} ({backend}, fingerprint {fp}), {episodes} episodes from seed {seed}"
+    out.print(cal.rich_table(rows, title))
+    if json_path:
+        out.print(f"JSON: {cal.write_json(json_path, rows, command)}")
+    if markdown_path:
+        out.print(f"Markdown: {cal.write_markdown(markdown_path, rows, command)}")
 
 
 from lpca_protocols.sweep.cli import leaderboard, sweep  # noqa: E402  (light: no framework import)
