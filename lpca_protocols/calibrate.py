@@ -405,18 +405,46 @@ def _footer(rows: Sequence[CalibrationRow]) -> list[str]:
 
 
 def rich_table(rows: Sequence[CalibrationRow], title: str) -> Any:
-    """The competence table for a terminal: every column folds rather than cuts its text."""
+    """The competence table as a rich `Table` (see `print_table` for narrow consoles)."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption="\n".join(_footer(rows)), caption_justify="left")
-    for name in TABLE_HEAD:
-        right = name not in ("family", "fair")
-        table.add_column(name, justify="right" if right else "left", overflow="fold")
     notes = skip_notes(rows)
+    caption = "\n".join(_footer(rows))
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
+    for name in TABLE_HEAD:
+        table.add_column(name, justify="left" if name in ("family", "fair") else "right")
     for row in rows:
         table.add_row(*table_cells(row, notes))
     return table
+
+
+def print_table(console: Any, rows: Sequence[CalibrationRow], title: str) -> None:
+    """Print the table, or, where it does not fit `console`, one block per cell whose items wrap
+    between one another, so a narrow terminal never cuts or splits a figure."""
+    from rich.measure import Measurement
+
+    table = rich_table(rows, title)
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    notes = skip_notes(rows)
+    console.print(title, style="bold", highlight=False)
+    for row in rows:
+        cells = dict(zip(TABLE_HEAD, table_cells(row, notes), strict=True))
+        console.print(f"{row.family} L{row.level}: fair {cells['fair']}", style="bold", highlight=False)
+        if row.skipped:
+            continue
+        line = ""
+        for item in (f"{k} {cells[k]}" for k in TABLE_HEAD[2:-1]):
+            if line and 2 + len(line) + 2 + len(item) > console.width:
+                console.print("  " + line, highlight=False, overflow="fold")
+                line = ""
+            line = f"{line}  {item}" if line else item
+        console.print("  " + line, highlight=False, overflow="fold")
+    for note in _footer(rows):
+        console.print(note, highlight=False)
 
 
 def markdown(rows: Sequence[CalibrationRow], command: str | None = None) -> str:

@@ -368,7 +368,7 @@ def calibrate(
         raise typer.Exit(2) from None
     fp = rows[0].fingerprint[:12] if rows else "?"
     title = f"Competence of {model} ({backend}, fingerprint {fp}), {episodes} episodes from seed {seed}"
-    out.print(cal.rich_table(rows, title))
+    cal.print_table(out, rows, title)
     if json_path:
         out.print(f"JSON: {cal.write_json(json_path, rows, command)}")
     if markdown_path:

@@ -1,9 +1,12 @@
 """`lpca calibrate`: the competence table (chance, P0, skyline, oracle-text, P1) and its fairness verdict."""
 
+import dataclasses
+import io
 import itertools
 import json
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import lpca_envs
@@ -88,6 +91,23 @@ def test_fair_verdict_follows_the_criteria_boundaries_inclusive():
     assert judge(0.7, 0.8, 0.85, 0.8) == () and judge(0.7, 0.8001, 0.8499, 0.7999) == cal.CRITERIA
     skipped = CalibrationRow(TINY, "f" * 64, "lpca/CodeRepair-v0", "CodeRepair", 0, 0, 4, {}, skipped="why")
     assert skipped.fair is None and skipped.failed == () and skipped.to_dict()["fair"] is None
+
+
+@pytest.mark.parametrize("width", [200, 110, 60])
+def test_the_table_is_never_cut(width):
+    """A console too narrow for the table gets one block per cell, wrapped between figures."""
+    rows = [_row(2, 4, 17, 16), dataclasses.replace(_row(14, 20, 3, 16), family="ConstraintSatisfaction")]
+    rows.append(
+        CalibrationRow(TINY, "f" * 64, "lpca/CodeRepair-v0", "CodeRepair", 0, 0, 4, {}, skipped="why")
+    )
+    console = Console(width=width, file=io.StringIO())
+    cal.print_table(console, rows, "title")
+    text = console.file.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    for row in rows[:2]:
+        assert all(cal.fmt_rate(c) in text for c in row.columns.values())
+    assert "no: skyline, P0" in text and "ConstraintSatisfaction" in text and "[1] why" in text
+    assert ("───" in text) is (width == 200)  # the table where it fits, blocks elsewhere
 
 
 def test_json_and_markdown(rows, tmp_path):
