@@ -292,7 +292,7 @@ def _check(cells: Sequence[tuple[str, int]] | None, episodes: int, seed: int) ->
         out += select_cells([cell[0]], [cell[1]])
     if not out:
         raise CalibrationError("no cells to calibrate: expected at least one (env id, level) pair")
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _cannot_run(family: Any) -> str | None:

@@ -145,6 +145,7 @@ def test_a_family_that_cannot_run_is_skipped_with_the_reason(agent, monkeypatch)
 def test_cells_and_bad_input():
     assert cal.select_cells(["lpca/KVLookup-v0"]) == [("lpca/KVLookup-v0", lv) for lv in (0, 1, 2)]
     assert cal.select_cells(levels=[1]) == [(e, 1) for e in lpca_envs.list_envs()]
+    assert cal._check([CELLS[0], CELLS[0]], 1, 0) == [CELLS[0]]  # a repeated cell runs once
     assert len(cal.select_cells()) == sum(len(lpca_envs.get_family(e).levels) for e in lpca_envs.list_envs())
     bad = [
         (dict(cells=[("lpca/Nope-v0", 0)]), r"unknown env id\(s\) \['lpca/Nope-v0'\]; known ids: .*KVLookup"),
