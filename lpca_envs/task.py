@@ -100,6 +100,9 @@ class TaskFamily(ABC):
     agents: tuple[str, ...] = ("A", "B")
     #: one line, for the README and `lpca envs`: how info_bits is counted
     info_bits_doc: str = ""
+    #: tokens an answer may need at least (a model runner's answer cap never goes below it):
+    #: one word or number by default; a whole function for the code families
+    answer_tokens: int = 24
 
     def check_level(self, level: int) -> int:
         if isinstance(level, bool) or not isinstance(level, int) or level not in self.levels:

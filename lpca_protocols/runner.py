@@ -50,7 +50,8 @@ class RunConfig:
     backend: str = "torch"
     batch_size: int = 8
     max_new_tokens: int = 24
-    """Longest answer, in tokens (channels set their own message lengths)."""
+    """Longest answer, in tokens, raised to the family's ``answer_tokens`` where that is more (a code
+    family's answer is a whole function); channels set their own message lengths."""
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
@@ -163,7 +164,8 @@ def run(
     ]
     for start in range(0, len(seeds), cfg.batch_size):
         batch = seeds[start : start + cfg.batch_size]
-        recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, cfg.max_new_tokens)
+        answer_tokens = max(cfg.max_new_tokens, family.answer_tokens)
+        recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, answer_tokens)
         records.extend(recs)
         if run_dir is not None:
             append_episodes(run_dir / "episodes.jsonl", recs)

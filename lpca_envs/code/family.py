@@ -71,6 +71,7 @@ class SplitCodeFamily(TaskFamily):
 
     agents = ("A", "B")
     levels = (0, 1, 2)
+    answer_tokens = 384  # the answer is a complete function
     #: the generic env tests run this many episodes per check (each verification is a sandbox run)
     episodes_for_generic_tests: ClassVar[int] = 20
     info_bits_doc = (
