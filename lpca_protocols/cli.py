@@ -40,8 +40,10 @@ def envs() -> None:
 
 @app.command()
 def demo(
-    episodes: int = typer.Option(20, min=1, help="Episodes per (env, level, protocol) cell."),
-    model: str = typer.Option("smollm2-135m", help="Zoo model id."),
+    episodes: int = typer.Option(32, min=1, help="Episodes per (env, level, protocol) cell."),
+    model: str = typer.Option(
+        "qwen2.5-coder-0.5b", help="Zoo model id, or a local Hugging Face directory or .gguf file."
+    ),
     backend: str = typer.Option("torch", help="torch or mlx."),
     scripted: bool = typer.Option(
         False, "--scripted", help="Only the scripted agents, on every environment."
@@ -49,7 +51,7 @@ def demo(
     env: list[str] = typer.Option(None, "--env", help="With --scripted: restrict to these env ids."),
     seed: int = typer.Option(0, help="With --scripted: first episode seed."),
 ) -> None:
-    """The main job: text baselines P0/P1/P2/P5 on a real model beside the scripted floor and ceiling."""
+    """The main job: text and latent channels on a real model beside the references and controls."""
     if scripted:
         _scripted_demo(episodes, env, seed)
         return

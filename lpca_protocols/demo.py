@@ -1,7 +1,10 @@
-"""The main job (`make demo`): text baselines on SmolLM2 beside the scripted floor and ceiling.
+"""The main job (`make demo`): text and latent channels on Qwen2.5-Coder-0.5B beside their references.
 
-Families and levels were picked where SmolLM2-135M's text ceiling is clearly
-above its no-communication floor (see README and benchmarks/RESULTS.md).
+One compute family (Arithmetic: B must combine its own operand with A's) and one relay
+(SecretRelay: B must repeat A's secret), at levels where `lpca calibrate` found the model
+competent (skyline and oracle-text high, P0 at chance: benchmarks/RESULTS.md). Every
+latent row runs beside its shuffle control (another episode's payload) on the same
+episodes: a latent channel that does not beat it carries no information.
 """
 
 from __future__ import annotations
@@ -15,17 +18,23 @@ from lpca_protocols.runner import run, wilson
 
 #: (env id, level) cells of the demo.
 CELLS: tuple[tuple[str, int], ...] = (
+    ("lpca/Arithmetic-v0", 0),
     ("lpca/SecretRelay-v0", 0),
-    ("lpca/SecretRelay-v0", 1),
-    ("lpca/KVLookup-v0", 0),
 )
-#: (label, channel, options, bits per message) rows: P0, P1, P2 at two budgets, P5.
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+#: The activation graft of the demo: the sender's last-token state at the second-to-last block
+#: replaces the receiver's there. On the 0.5B a layer sweep (benchmarks/RESULTS.md) found the
+#: secret crossing only there (layer 23 of 24: 16/16 vs shuffle 3/16; layers 4-20: 1/16).
+GRAFT = {"source_layer": -2, "target_layer": -2}
+#: (label, channel, options, bits per message) rows: P0, P1, P2 at one budget, the skyline reference,
+#: the activation graft and its shuffle control.
 PROTOCOLS: tuple[tuple[str, str, dict[str, Any], int | None], ...] = (
     ("P0 none", "none", {}, None),
     ("P1 text", "text", {}, None),
-    ("P2 text-budget 128b", "text-budget", {}, 128),
-    ("P2 text-budget 256b", "text-budget", {}, 256),
-    ("P5 structured", "structured", {"max_new_tokens": 64}, None),
+    ("P2 text-budget 64b", "text-budget", {}, 64),
+    ("skyline (reference)", "skyline", {}, None),
+    ("activation-graft", "activation-graft", GRAFT, None),
+    ("  its shuffle control", "activation-graft", {**GRAFT, "control": "shuffle"}, None),
 )
 
 
@@ -43,8 +52,8 @@ class Row:
 
 
 def run_demo(
-    model: str = "smollm2-135m",
-    episodes: int = 20,
+    model: str = DEFAULT_MODEL,
+    episodes: int = 32,
     backend: str = "torch",
     cells: tuple[tuple[str, int], ...] = CELLS,
     protocols: tuple[tuple[str, str, dict[str, Any], int | None], ...] = PROTOCOLS,
