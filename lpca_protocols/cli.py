@@ -58,18 +58,9 @@ def demo(
     from lpca_protocols.demo import run_demo
 
     table = Table(title=f"LPCA demo: {model} ({backend}), {episodes} seeded episodes per row")
-    for col in (
-        "env",
-        "level",
-        "protocol",
-        "success",
-        "95% CI",
-        "bits/episode",
-        "info_bits",
-        "tokens",
-        "s/episode",
-    ):
-        table.add_column(col, justify="left" if col in ("env", "protocol") else "right", no_wrap=True)
+    # short headers and labels, wrapped rather than cut, so a log file or CI output stays readable
+    for col in ("family", "L", "protocol", "success", "95% CI", "bits", "info", "tokens", "s/ep"):
+        table.add_column(col, justify="left" if col in ("family", "protocol") else "right")
     last = [None]
 
     def add(row: object) -> None:
@@ -78,7 +69,7 @@ def demo(
         last[0] = (row.env_id, row.level)  # type: ignore[attr-defined]
         r = row  # type: ignore[assignment]
         table.add_row(
-            r.env_id,
+            r.env_id.removeprefix("lpca/").rsplit("-v", 1)[0],
             str(r.level),
             r.protocol,
             f"{r.success:.0%}",
