@@ -1,4 +1,4 @@
-"""Backend speed and memory on SmolLM2-135M, side by side in one run.
+"""Backend speed and memory on a zoo model (SmolLM2-135M by default; --model), side by side in one run.
 
 Per backend (torch, mlx): prefill tokens/s, decode tokens/s, batch-8 generation
 throughput vs batch-1, the overhead of capture+inject hooks vs a plain forward,
@@ -10,6 +10,7 @@ Targets: hook overhead <= 10%, wrapper overhead <= 5%, batch-8 >= 4x batch-1,
 RSS(two agents) <= 1.2x RSS(one agent).
 
     python benchmarks/bench_backends.py --backends torch,mlx
+    python benchmarks/bench_backends.py --backends torch --model qwen2.5-coder-0.5b
 """
 
 from __future__ import annotations
@@ -171,8 +172,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="torch,mlx")
     p.add_argument("--repeats", type=int, default=Config.repeats)
+    p.add_argument("--model", default=Config.model, help="zoo id or local model path")
     args = p.parse_args()
-    cfg = Config(repeats=args.repeats)
+    cfg = Config(model=args.model, repeats=args.repeats)
     results = {}
     for backend in args.backends.split(","):
         r = bench(backend, cfg)
