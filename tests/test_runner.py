@@ -170,7 +170,7 @@ def test_cli_run_errors_are_helpful():
     res = r.invoke(app, ["run", "--env", "lpca/SecretRelay-v0", "--channel", "text", "--opt", "novalue"])
     assert res.exit_code == 2 and "key=value" in res.output
     res = r.invoke(app, ["run", "--env", "lpca/SecretRelay-v0", "--channel", "text", "--model", "gpt9"])
-    assert res.exit_code == 2 and "known ids" in res.output
+    assert res.exit_code == 2 and "not a zoo id" in res.output and "tiny-random-llama" in res.output
 
 
 def test_cli_run_prints_table_and_run_dir(tmp_path):
