@@ -326,6 +326,29 @@ PARITY_CHATS = [
 ]
 
 
+def _assert_parity(mlx_b, ref, chat) -> str:
+    """mlx vs torch on one chat: same prompt, ids, fingerprint; hidden cosine >= 0.999 at every
+    layer, |dlogit| <= 1e-3, the same 20 greedy tokens. Returns the generated text."""
+    assert ref.info.fingerprint == mlx_b.info.fingerprint
+    prompt = mlx_b.chat(chat)
+    assert prompt == ref.chat(chat)
+    ids = mlx_b.tokenize(prompt)
+    assert ids == ref.tokenize(prompt)
+    layers = range(mlx_b.info.n_layers + 1)
+    got = mlx_b.forward(ids, capture=layers, logits="all")
+    want = ref.forward(ids, capture=layers, logits="all")
+    for layer in layers:
+        a, b = got.hidden[layer], want.hidden[layer]
+        cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        assert cos.min() >= 0.999, layer
+    assert np.abs(got.logits - want.logits).max() <= 1e-3
+    g_mlx = mlx_b.generate(prompt, max_new_tokens=20)[0]
+    g_torch = ref.generate(prompt, max_new_tokens=20)[0]
+    assert len(g_mlx.token_ids) == 20
+    assert g_mlx.token_ids == g_torch.token_ids and g_mlx.text == g_torch.text
+    return g_mlx.text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chat", PARITY_CHATS, ids=["poem", "planets"])
 def test_parity_with_torch_on_smollm2(smol, model_dir, chat):
@@ -334,24 +357,7 @@ def test_parity_with_torch_on_smollm2(smol, model_dir, chat):
     pytest.importorskip("transformers")
     from lpca_models.torch_backend import TorchBackend
 
-    ref = TorchBackend(model_dir("smollm2-135m"))
-    assert ref.info.fingerprint == smol.info.fingerprint
-    prompt = smol.chat(chat)
-    assert prompt == ref.chat(chat)
-    ids = smol.tokenize(prompt)
-    assert ids == ref.tokenize(prompt)
-    layers = range(smol.info.n_layers + 1)
-    got = smol.forward(ids, capture=layers, logits="all")
-    want = ref.forward(ids, capture=layers, logits="all")
-    for layer in layers:
-        a, b = got.hidden[layer], want.hidden[layer]
-        cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-        assert cos.min() >= 0.999, layer
-    assert np.abs(got.logits - want.logits).max() <= 1e-3
-    g_mlx = smol.generate(prompt, max_new_tokens=20)[0]
-    g_torch = ref.generate(prompt, max_new_tokens=20)[0]
-    assert len(g_mlx.token_ids) == 20
-    assert g_mlx.token_ids == g_torch.token_ids and g_mlx.text == g_torch.text
+    _assert_parity(smol, TorchBackend(model_dir("smollm2-135m")), chat)
 
 
 @pytest.mark.slow
@@ -367,26 +373,8 @@ def test_parity_with_torch_on_qwen_coder_05b():
         path = zoo.ensure_cached("qwen2.5-coder-0.5b")
     except MissingPackageError as exc:
         pytest.skip(str(exc))
-    got_b, ref = MlxBackend(path), TorchBackend(path)
-    assert ref.info.fingerprint == got_b.info.fingerprint
-    chat = PARITY_CHATS[1]
-    prompt = got_b.chat(chat)
-    assert prompt == ref.chat(chat)
-    ids = got_b.tokenize(prompt)
-    assert ids == ref.tokenize(prompt)
-    layers = range(got_b.info.n_layers + 1)
-    got = got_b.forward(ids, capture=layers, logits="all")
-    want = ref.forward(ids, capture=layers, logits="all")
-    for layer in layers:
-        a, b = got.hidden[layer], want.hidden[layer]
-        cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-        assert cos.min() >= 0.999, layer
-    assert np.abs(got.logits - want.logits).max() <= 1e-3
-    g_mlx = got_b.generate(prompt, max_new_tokens=20)[0]
-    g_torch = ref.generate(prompt, max_new_tokens=20)[0]
-    assert len(g_mlx.token_ids) == 20
-    assert g_mlx.token_ids == g_torch.token_ids and g_mlx.text == g_torch.text
-    assert "Mercury" in g_mlx.text
+    text = _assert_parity(MlxBackend(path), TorchBackend(path), PARITY_CHATS[1])
+    assert "Mercury" in text
 
 
 def test_kv_cache_crosses_frameworks(model_dir):
