@@ -21,6 +21,7 @@ from typing import Any
 from lpca_envs.code.sandbox._api import (
     ExecResult,
     Limits,
+    Outcome,
     Sandbox,
     SandboxError,
     SandboxUnavailable,
@@ -106,6 +107,7 @@ __all__ = [
     "ENV_VAR",
     "ExecResult",
     "Limits",
+    "Outcome",
     "Sandbox",
     "SandboxError",
     "SandboxUnavailable",

@@ -9,6 +9,7 @@ supervisor, so every backend enforces them the same way.
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import posixpath
 import time
@@ -46,6 +47,11 @@ class Limits:
     ``memory_mb`` is a cgroup limit under docker and an address-space rlimit
     (per process) under bwrap/process; ``pids`` is a cgroup pids limit under
     docker and RLIMIT_NPROC elsewhere; ``cpus`` is enforced by docker only.
+    ``file_mb`` caps each file (RLIMIT_FSIZE); ``disk_mb`` caps the total a run can
+    write across every writable place of an isolated sandbox (docker, bwrap): the
+    work dir holds half of it, ``/tmp`` and ``/dev/shm`` a quarter each, each a
+    size-capped tmpfs, and nothing else is writable. The process backend writes to
+    a host temp dir: only ``file_mb`` applies there.
     """
 
     timeout: float = 10.0
@@ -54,28 +60,50 @@ class Limits:
     cpus: float = 1.0
     output_bytes: int = 64 * 1024
     file_mb: int = 16
+    disk_mb: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "memory_mb", "pids", "cpus", "output_bytes", "file_mb"):
+        for name in ("timeout", "memory_mb", "pids", "cpus", "output_bytes", "file_mb", "disk_mb"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
                 raise SandboxError(f"Limits.{name} must be a positive number, got {v!r}")
+
+    def disk_bytes(self) -> dict[str, int]:
+        """Size in bytes of each writable tmpfs of an isolated sandbox; they sum to ``disk_mb``."""
+        total = int(self.disk_mb * (1 << 20))
+        tmp = shm = max(total // 4, 4096)
+        return {"work": max(total - tmp - shm, 4096), "tmp": tmp, "shm": shm}
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended, one value per case (`ExecResult.outcome`)."""
+
+    OK = "ok"  #: exit status 0 within every limit
+    FAILED = "failed"  #: a non-zero exit status
+    KILLED = "killed"  #: ended by a signal
+    TIMEOUT = "timeout"  #: the wall-clock limit
+    OOM = "oom"  #: the memory limit
+    OUTPUT_CAP = "output_cap"  #: an output stream passed `Limits.output_bytes`
+    #: the sandbox's own supervisor died or stopped answering (killed from inside or outside)
+    SANDBOX_LOST = "sandbox_lost"
 
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     """What one command did in a sandbox.
 
-    ``exit_code`` is negative when a signal ended the command, ``None`` when the
-    run produced no exit status (then ``error`` says why: the sandbox's own
-    supervisor was killed, or the sandbox did not answer in time). Output is
+    ``exit_code`` is negative when a signal ended the command. It is always an int:
+    when the run produced no exit status of its own (the sandbox's supervisor was
+    killed, or did not answer in time and was killed), it is the supervisor's
+    status (negative: the signal), ``outcome`` is ``SANDBOX_LOST`` or ``TIMEOUT``
+    and ``error`` says what happened. Output is
     decoded UTF-8 (invalid bytes replaced), each stream cut at
     ``Limits.output_bytes``; passing a cap kills the command
     (``output_truncated``). ``stragglers`` counts processes the command left
-    running, killed after it (isolated backends only).
+    running, killed after it.
     """
 
-    exit_code: int | None
+    exit_code: int
     stdout: str
     stderr: str
     timed_out: bool
@@ -89,9 +117,23 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         """Exited with status 0, in time, within every limit."""
-        return (
-            self.exit_code == 0 and not self.timed_out and not self.oom and not self.output_truncated
-        )
+        return self.outcome is Outcome.OK
+
+    @property
+    def outcome(self) -> Outcome:
+        """The one `Outcome` that describes how the run ended (the first that applies, in this order:
+        sandbox lost, timeout, out of memory, output cap, signal, exit status)."""
+        if self.error and not self.timed_out:
+            return Outcome.SANDBOX_LOST
+        if self.timed_out:
+            return Outcome.TIMEOUT
+        if self.oom:
+            return Outcome.OOM
+        if self.output_truncated:
+            return Outcome.OUTPUT_CAP
+        if self.exit_code < 0:
+            return Outcome.KILLED
+        return Outcome.OK if self.exit_code == 0 else Outcome.FAILED
 
     def summary(self) -> str:
         """One line for people: exit status, limits hit, duration."""
@@ -99,7 +141,7 @@ class ExecResult:
             what = self.error
         elif self.timed_out:
             what = "timed out"
-        elif self.exit_code is not None and self.exit_code < 0:
+        elif self.exit_code < 0:
             what = f"killed by signal {-self.exit_code}"
         else:
             what = f"exit {self.exit_code}"
@@ -191,20 +233,27 @@ class Sandbox(ABC):
 
     def _parse(self, out: bytes, err: bytes, status: int | None, wall: float) -> ExecResult:
         at = out.rfind(_MARK)
-        if at < 0:
-            why = (
-                "the sandbox did not answer in time and was killed"
-                if status is None
-                else f"the sandbox's supervisor ended without a result (status {status}); "
-                "the sandboxed code may have killed it"
-            )
+        r: dict[str, Any] = {}
+        if at >= 0:
+            try:
+                r = json.loads(out[at + len(_MARK) :].split(b"\n", 1)[0])
+            except ValueError:
+                r = {}
+        if not isinstance(r, dict) or not isinstance(r.get("exit_code"), int):
+            # No exit status of the command's own: a typed verdict all the same, never None.
+            if status is None:
+                why, code = "the sandbox did not answer in time and was killed", -9
+            else:
+                detail = r.get("error") if isinstance(r, dict) and r.get("error") else ""
+                why = detail or (
+                    f"the sandbox's supervisor ended without a result (status {status}); "
+                    "the sandboxed code may have killed it"
+                )
+                code = status if status != 0 else -9
             tail = err.decode("utf-8", "replace")[-500:]
-            return ExecResult(
-                None, "", tail, status is None, False, wall, backend=self.name, error=why
-            )
-        r = json.loads(out[at + len(_MARK) :].split(b"\n", 1)[0])
+            return ExecResult(code, "", tail, status is None, False, wall, backend=self.name, error=why)
         return ExecResult(
-            exit_code=r.get("exit_code"),
+            exit_code=r["exit_code"],
             stdout=base64.b64decode(r.get("stdout", "")).decode("utf-8", "replace"),
             stderr=base64.b64decode(r.get("stderr", "")).decode("utf-8", "replace"),
             timed_out=bool(r.get("timed_out")),

@@ -1,17 +1,22 @@
 """`DockerSandbox`: locked-down containers through the Docker SDK, with a small warm pool.
 
 Every container: the registry-free image of `image.py`, ``network_mode="none"``,
-read-only root, size-capped tmpfs ``/tmp`` and ``/work``, ``mem_limit`` (no swap),
-``pids_limit``, ``nano_cpus``, ``cap_drop=["ALL"]``, ``no-new-privileges``, uid/gid
-65534, no log driver.
+read-only root, ``mem_limit`` (no swap), ``pids_limit``, ``nano_cpus``,
+``cap_drop=["ALL"]``, ``no-new-privileges``, uid/gid 65534, a private IPC namespace,
+no log driver. The writable places are size-capped tmpfs that together hold
+`Limits.disk_mb`: ``/work`` (half), ``/tmp`` and ``/dev/shm`` (a quarter each); and
+``/dev/mqueue`` (POSIX message queues, bounded by RLIMIT_MSGQUEUE).
 
 PID 1 of every container is the supervisor in serving mode, attached to the host
 through the container's stdin/stdout: a run is one job written to it and one
 answer read back (no ``docker exec`` per run). The kernel shields a namespace's
 init from signals sent inside the namespace, so the sandboxed code cannot kill
-it; before and after each run it empties ``/work`` and ``/tmp`` and kills every
-other process in the container. Containers are reused up to ``max_uses`` runs
-and replaced after any run that did not answer cleanly (the watchdog fired).
+it; before each run it kills every other process in the container, empties every
+writable place (``WRITABLE``) and removes the IPC namespace's System V objects, and
+checks that nothing is left: each run starts from the same clean state. A container
+that cannot be cleaned is replaced and the run goes to a fresh one. Containers are
+reused up to ``max_uses`` runs and replaced after any run that did not answer
+cleanly (the watchdog fired).
 ``pool_size=0`` gives a cold container per run. The image is built on first use
 (with a progress message) if `.ci/setup_sandbox.sh` has not built it.
 """
@@ -46,7 +51,11 @@ from lpca_envs.code.sandbox._api import (
 LABEL = "lpca.sandbox"
 _SWEPT: list[int] = []
 _USER = "65534:65534"
-_TMPFS = "rw,noexec,nosuid,nodev,size=64m,uid=65534,gid=65534"
+_TMPFS = "rw,noexec,nosuid,nodev,size={},uid=65534,gid=65534"
+#: Every place a run can write in a container; each is emptied (and checked empty) before a run.
+WRITABLE = ("/work", "/tmp", "/dev/shm", "/dev/mqueue")
+
+
 def _client() -> Any:
     import docker  # lazy: importing lpca_envs.code must stay cheap
 
@@ -81,8 +90,9 @@ def ensure_image(client: Any, log: Any = None) -> str:
             except RuntimeError as e:
                 raise SandboxUnavailable(f"building the docker sandbox image failed: {e}") from None
             repo, _, version = tag.partition(":")
-            client.api.import_image_from_file(tar, repository=repo, tag=version,
-                                              changes=_image.RECIPE["changes"])
+            client.api.import_image_from_file(
+                tar, repository=repo, tag=version, changes=_image.RECIPE["changes"]
+            )
         log(f"lpca: built {tag}")
     return tag
 
@@ -178,17 +188,19 @@ class DockerSandbox(Sandbox):
 
     # -- containers ------------------------------------------------------------------------
     def _key(self, limits: Limits) -> tuple:
-        return (limits.memory_mb, limits.pids, limits.cpus)
+        return (limits.memory_mb, limits.pids, limits.cpus, limits.disk_mb)
 
     def _create(self, key: tuple) -> _Box:
         import docker.types
 
         if self._image is None:
             self._image = ensure_image(self._client)
-        memory_mb, pids, cpus = key
+        memory_mb, pids, cpus, disk_mb = key
+        size = Limits(disk_mb=disk_mb).disk_bytes()
         c = self._client.containers.run(
             self._image, [*self.supervisor_argv(), "--serve"], detach=True, stdin_open=True,
-            network_mode="none", read_only=True, tmpfs={"/work": _TMPFS, "/tmp": _TMPFS},
+            network_mode="none", read_only=True, shm_size=size["shm"],
+            tmpfs={"/work": _TMPFS.format(size["work"]), "/tmp": _TMPFS.format(size["tmp"])},
             mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m", pids_limit=pids,
             nano_cpus=int(cpus * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],
             user=_USER, working_dir="/work", hostname="sandbox", ipc_mode="private",
@@ -271,19 +283,21 @@ class DockerSandbox(Sandbox):
 
     # -- one run ---------------------------------------------------------------------------
     def _supervise(self, job: dict[str, Any], limits: Limits) -> tuple[bytes, bytes, int | None]:
-        payload = self.encode(job, "/work", ["/work", "/tmp"])
+        payload = self.encode({**job, "clean_ipc": True}, "/work", WRITABLE)
         for attempt in (0, 1):
             box = self._acquire(self._key(limits))
             reused = box.uses > 0
-            healthy = False
+            healthy = unclean = False
             try:
                 out, err, status = box.request(payload, time.monotonic() + limits.timeout + GRACE_SECONDS)
-                healthy = status == 0
+                unclean = status == 0 and b'"unclean": true' in out
+                healthy = status == 0 and not unclean
             finally:
                 self._release(box, healthy)
             # A warm container that died while idle (killed from outside) answers nothing at
-            # all: run the job once more on a fresh one rather than blame the code.
-            if healthy or not reused or out or attempt:
+            # all, and one an earlier run left in a state it cannot clean answers "unclean":
+            # run the job once more on a fresh one rather than blame the code.
+            if healthy or not reused or (out and not unclean) or attempt:
                 return out, err, status
         return out, err, status
 

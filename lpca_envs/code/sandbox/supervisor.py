@@ -7,11 +7,16 @@ that many bytes of JSON: ``{"files": {path: base64}, "command": [...], "workdir"
 stdout: ``LPCA-SUPERVISOR <json>``. With ``--serve`` it answers jobs until EOF (a
 container's PID 1), otherwise exactly one.
 
-Per job it empties the ``clean`` dirs, writes the files, runs the command in a new
-session under rlimits with stdout and stderr on pipes it caps, kills the command's
+Per job it empties the ``clean`` dirs (and, with ``clean_ipc``, the IPC namespace's
+System V objects) and checks they are empty, writes the files, runs the command in a
+new session under rlimits with stdout and stderr on pipes it caps, kills the command's
 process group at the wall-clock timeout or as soon as an output cap is passed, and,
 when ``isolated`` (a PID namespace of its own: docker, bwrap), kills every other
-process it may signal before and after the run, so nothing outlives a run.
+process it may signal before and after the run, so nothing outlives a run. Not
+isolated (the process backend), it makes itself a child subreaper, so descendants
+that detach (``setsid``, double fork) are re-parented to it, and kills every
+descendant after the run. A dir it cannot empty is answered with ``unclean`` (and a
+serving supervisor then exits, so that its container is replaced).
 
 It makes itself non-dumpable: the command runs as the same uid, and this keeps it
 from opening the supervisor's descriptors or writing its memory through /proc.
@@ -73,6 +78,9 @@ def _kill_others():
 
 
 def _clean(path):
+    """Empty `path` (same uid as whatever wrote there: restore permissions it took away first)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, os.stat(path).st_mode & 0o7777 | 0o700)
     try:
         entries = os.listdir(path)
     except OSError:
@@ -81,12 +89,100 @@ def _clean(path):
         p = os.path.join(path, name)
         try:
             if os.path.isdir(p) and not os.path.islink(p):
+                with contextlib.suppress(OSError):
+                    os.chmod(p, 0o700)
                 _clean(p)
                 os.rmdir(p)
             else:
                 os.unlink(p)
         except OSError:
             pass
+
+
+def _leftovers(dirs):
+    out = []
+    for d in dirs:
+        try:
+            out += [os.path.join(d, n) for n in os.listdir(d)]
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            out.append(f"{d} ({e.strerror})")
+    return out
+
+
+def _clean_ipc():
+    """Remove every System V shared memory segment, semaphore set and message queue of this IPC
+    namespace (a reused container's: they would outlive the run that made them). Left over: count."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except Exception:
+        return 0
+    left = 0
+    for kind, rm in (("shm", lambda i: libc.shmctl(i, 0, None)), ("sem", lambda i: libc.semctl(i, 0, 0)),
+                     ("msg", lambda i: libc.msgctl(i, 0, None))):  # fmt: skip  # IPC_RMID = 0
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                ids = [int(line.split()[1]) for line in f.readlines()[1:] if line.strip()]
+        except (OSError, ValueError, IndexError):
+            continue
+        for i in ids:
+            if rm(i) != 0:
+                left += 1
+    return left
+
+
+def _descendants():
+    """Pids of every live descendant of this process (from /proc's parent links)."""
+    parent = {}
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            try:
+                with open(f"/proc/{n}/stat", "rb") as f:
+                    stat = f.read()
+                parent[int(n)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    me, out = os.getpid(), []
+    for pid in parent:
+        p, seen = parent.get(pid), 0
+        while p and p != me and seen < 4096:
+            p, seen = parent.get(p), seen + 1
+        if p == me:
+            out.append(pid)
+    return out
+
+
+def _kill_descendants():
+    """Kill every descendant (detached ones come back to us as their subreaper); count them."""
+    seen = set()
+    for _ in range(100):
+        pids = _descendants()
+        if not pids:
+            break
+        for pid in pids:
+            seen.add(pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        until = time.monotonic() + 0.5
+        while time.monotonic() < until:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    time.sleep(0.001)
+            except ChildProcessError:
+                break
+    return len(seen)
+
+
+def _subreaper():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
 
 
 def _oom_kills():
@@ -238,8 +334,14 @@ def run_job(job):
     isolated = bool(job.get("isolated"))
     limits = job.get("limits", {})
     stragglers_before = _kill_others() if isolated else 0
-    for d in job.get("clean", []):
+    clean = job.get("clean", [])
+    for d in clean:
         _clean(d)
+    ipc_left = _clean_ipc() if job.get("clean_ipc") else 0
+    left = _leftovers(clean)
+    if left or ipc_left:
+        what = ", ".join(left[:5]) + (f" and {ipc_left} System V IPC objects" if ipc_left else "")
+        return {"exit_code": None, "unclean": True, "error": f"the sandbox could not be cleaned: {what}"}
     workdir = job["workdir"]
     os.makedirs(workdir, exist_ok=True)
     for rel, b64 in job.get("files", {}).items():
@@ -255,7 +357,8 @@ def run_job(job):
     try:
         pid, out_fd, err_fd = _spawn(job["command"], workdir, _rlimits(limits))
     except OSError as e:
-        return {"exit_code": None, "error": f"cannot start command: {e}", "duration": 0.0}
+        msg = base64.b64encode(f"cannot start command: {e}\n".encode()).decode()
+        return {"exit_code": 127, "stdout": "", "stderr": msg, "duration": 0.0}
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -307,7 +410,7 @@ def run_job(job):
         os.killpg(pid, signal.SIGKILL)
     if code is None:
         code = _wait(pid, 5.0)
-    stragglers = _kill_others() if isolated else 0
+    stragglers = _kill_others() if isolated else _kill_descendants()
     for fd in (out_fd, err_fd, pidfd):
         if fd is not None:
             os.close(fd)
@@ -334,6 +437,7 @@ def _answer(result):
 def main():
     """One job from stdin, one answer on stdout."""
     _nondumpable()
+    _subreaper()
     _answer(run_job(_read_job()))
 
 
@@ -355,6 +459,8 @@ def serve():
             result = {"exit_code": None, "error": f"supervisor error: {type(e).__name__}: {e}"}
         _kill_others()
         _answer(result)
+        if result.get("unclean"):
+            return  # PID 1 exits: the container stops and is replaced
 
 
 if __name__ == "__main__":
