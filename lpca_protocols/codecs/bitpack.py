@@ -15,6 +15,7 @@ import numpy as np
 from lpca_protocols.codecs.errors import CodecError
 
 MAX_BITS = 24
+_CHUNK = 1 << 18
 
 
 def packed_size(n: int, b: int) -> int:
@@ -85,6 +86,17 @@ def unpack(data: bytes | memoryview, b: int, n: int) -> np.ndarray:
         w = word.view("<u8").reshape(n_groups, 1)
         u = (w >> (np.arange(8, dtype=np.uint64) * np.uint64(b))) & np.uint64((1 << b) - 1)
         return u.reshape(-1)[:n].astype(np.uint32)
-    bits = np.unpackbits(groups, axis=1, bitorder="little").reshape(n_groups, 8, b).astype(np.uint32)
-    u = (bits << np.arange(b, dtype=np.uint32)).sum(axis=2, dtype=np.uint32)
-    return u.reshape(-1)[:n]
+    # 9..24 bits: each value lies within the 4 bytes from its first byte (shift <= 7, b + 7 <= 31).
+    # Chunked, so the temporaries stay a few MB whatever n is (the result is 4 bytes per value).
+    padded = np.zeros(need + 4, np.uint8)
+    padded[:need] = raw
+    out = np.empty(n, np.uint32)
+    mask = np.uint32((1 << b) - 1)
+    for lo in range(0, n, _CHUNK):
+        start = np.arange(lo, min(n, lo + _CHUNK), dtype=np.int64) * b
+        first = start >> 3
+        word = padded[first].astype(np.uint32)
+        for k in (1, 2, 3):
+            word |= padded[first + k].astype(np.uint32) << np.uint32(8 * k)
+        out[lo : lo + len(start)] = (word >> (start & 7).astype(np.uint32)) & mask
+    return out

@@ -30,6 +30,8 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,9 +117,40 @@ def _trial(
     return i[k, rows], score[k, rows], np.broadcast_to(scales, score.shape)[k, rows]
 
 
-@functools.lru_cache(maxsize=16)
+#: Rotation matrices kept in memory, in bytes (least recently used first out). A matrix larger
+#: than this is rebuilt on every use; receivers admit only the rotations they will cache.
+ROTATION_CACHE_BYTES = 128 << 20
+_ROTATIONS: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
+_ROTATIONS_LOCK = threading.Lock()
+
+
 def rotation_matrix(d: int, seed: int, kind: str) -> np.ndarray:
-    """The ``[d, d]`` float32 orthogonal matrix R of a `rotq` codec (rows are output coordinates)."""
+    """The ``[d, d]`` float32 orthogonal matrix R of a `rotq` codec (rows are output coordinates).
+
+    Cached by (d, seed, kind) within `ROTATION_CACHE_BYTES` in all (read-only arrays)."""
+    key = (d, seed, kind)
+    with _ROTATIONS_LOCK:
+        m = _ROTATIONS.get(key)
+        if m is not None:
+            _ROTATIONS.move_to_end(key)
+            return m
+    m = _build_rotation(d, seed, kind)
+    m.flags.writeable = False
+    if m.nbytes <= ROTATION_CACHE_BYTES:
+        with _ROTATIONS_LOCK:
+            _ROTATIONS[key] = m
+            while sum(a.nbytes for a in _ROTATIONS.values()) > ROTATION_CACHE_BYTES:
+                _ROTATIONS.popitem(last=False)
+    return m
+
+
+def rotation_cached(d: int, seed: int, kind: str) -> bool:
+    """Whether `rotation_matrix(d, seed, kind)` would come from the cache (no QR)."""
+    with _ROTATIONS_LOCK:
+        return (d, seed, kind) in _ROTATIONS
+
+
+def _build_rotation(d: int, seed: int, kind: str) -> np.ndarray:
     rng = np.random.Generator(np.random.PCG64(seed))
     if kind == "hadamard":
         if d & (d - 1):
