@@ -10,6 +10,7 @@
 Layout with byte offsets: docs/wire.md.
 """
 
+from lpca_protocols.wire.admission import AdmissionLimits
 from lpca_protocols.wire.client import BlockingClient, LoopbackClient, ResumeResult, WireClient
 from lpca_protocols.wire.errors import (
     ChecksumError,
@@ -23,6 +24,7 @@ from lpca_protocols.wire.errors import (
     PayloadTooLargeError,
     RemoteComputeError,
     ReplayError,
+    ShapeMismatchError,
     StalePacketError,
     TokenizerMismatchError,
     TransportTimeoutError,
@@ -51,6 +53,7 @@ __all__ = [
     "WANT_HIDDEN",
     "WANT_LOGITS",
     "WANT_TOP",
+    "AdmissionLimits",
     "BlockingClient",
     "ChecksumError",
     "ConnectionClosedError",
@@ -77,6 +80,7 @@ __all__ = [
     "Section",
     "SectionType",
     "Sender",
+    "ShapeMismatchError",
     "StalePacketError",
     "Tensor",
     "TokenizerMismatchError",

@@ -31,7 +31,7 @@ from lpca_protocols.wire.errors import (
     WireError,
     error_for_code,
 )
-from lpca_protocols.wire.service import WANT_LOGITS, WANT_TOP, ResumeRequest, ResumeService
+from lpca_protocols.wire.service import WANT_HIDDEN, WANT_LOGITS, WANT_TOP, ResumeRequest, ResumeService
 from lpca_protocols.wire.session import Endpoint, Receiver, ReplayGuard, Sender
 
 T = TypeVar("T")
@@ -95,28 +95,55 @@ class _Caller:
             sec = p.section(pk.SectionType.REJECT)
             fields = sec.fields if sec else {}
             code, msg = fields.get("code", 0), fields.get("message", "")
-            raise error_for_code(int(code) if isinstance(code, int) else 0, str(msg))
+            raise error_for_code(code if type(code) is int else 0, msg if isinstance(msg, str) else repr(msg))
         if p.kind != expect or p.seq != seq or p.session != self.sender.session:
             raise MalformedPacketError(f"expected {expect.name} for #{seq}, got {p.kind.name} #{p.seq}")
         return p
 
-    def _result(self, p: pk.Packet, bits: int, sent: int, received: int) -> ResumeResult:
+    def _result(
+        self, p: pk.Packet, req: ResumeRequest, positions: int, bits: int, sent: int, received: int
+    ) -> ResumeResult:
+        """The RESULT `p` answering `req` over `positions` positions, every field checked (typed errors
+        only, whatever a server sends; nothing is decoded that was not asked for)."""
         sec = p.section(pk.SectionType.RESULT)
         f = sec.fields if sec else {}
-        codec = self.receiver.codec(p) if p.tensors else None
+        compute_ns, top_ids, top_lp = f.get("compute_ns", 0), f.get("top_ids"), f.get("top_logprobs")
+        if type(compute_ns) is not int or compute_ns < 0:
+            raise MalformedPacketError(
+                f"RESULT.compute_ns must be a non-negative integer, got {compute_ns!r}"[:300]
+            )
+        for name, value, dtype in (("top_ids", top_ids, np.int64), ("top_logprobs", top_lp, np.float32)):
+            if value is not None and (not isinstance(value, np.ndarray) or value.dtype != dtype):
+                raise MalformedPacketError(
+                    f"RESULT.{name} must be an array of {np.dtype(dtype)}, got {value!r}"[:300]
+                )
+        if (top_ids is None) != (top_lp is None) or (
+            top_ids is not None and not len(top_ids) == len(top_lp) <= req.top_k  # type: ignore[arg-type]
+        ):
+            raise MalformedPacketError(
+                f"RESULT.top_ids and top_logprobs must be arrays of the same length <= top_k={req.top_k}"
+            )
+        e = self.sender.endpoint
+        asked = {"logits": bool(req.want & WANT_LOGITS), "hidden": bool(req.want & WANT_HIDDEN)}
+        shapes = {"logits": (None,), "hidden": (positions, e.hidden_size)}  # the head may pad the vocab
+        for t in p.tensors:
+            if not asked.get(t.name):
+                raise MalformedPacketError(f"the reply carries tensor {t.name!r}, which was not asked for")
+            want = shapes[t.name]
+            if len(t.shape) != len(want) or any(w is not None and w != s for w, s in zip(want, t.shape)):
+                raise MalformedPacketError(
+                    f"reply tensor {t.name!r} has shape {list(t.shape)}, expected {want}"
+                )
+        codec = None
+        if p.tensors:
+            codec = self.receiver.codec(p)
+            if codec.name != req.reply_codec:
+                raise MalformedPacketError(
+                    f"the reply is encoded in {codec.spec}; {req.reply_codec} was asked"
+                )
         logits = self.receiver.array(p, "logits", codec) if p.tensor("logits") else None
         hidden = self.receiver.array(p, "hidden", codec) if p.tensor("hidden") else None
-        top_ids, top_lp = f.get("top_ids"), f.get("top_logprobs")
-        return ResumeResult(
-            logits,
-            hidden,
-            top_ids if isinstance(top_ids, np.ndarray) else None,
-            top_lp if isinstance(top_lp, np.ndarray) else None,
-            int(f.get("compute_ns", 0)),
-            bits,
-            sent,
-            received,  # type: ignore[arg-type]
-        )
+        return ResumeResult(logits, hidden, top_ids, top_lp, compute_ns, bits, sent, received)  # type: ignore[arg-type]
 
 
 class LoopbackClient(_Caller):
@@ -138,15 +165,20 @@ class LoopbackClient(_Caller):
         sections: Sequence[pk.Section] = (),
         span: int = 0,
     ) -> ResumeResult:
-        seq, data, bits = self._resume_packet(
-            hidden, layer, codec, ResumeRequest(want, top_k, reply_codec), sections, span
-        )
+        req = ResumeRequest(want, top_k, reply_codec)
+        seq, data, bits = self._resume_packet(hidden, layer, codec, req, sections, span)
         reply = self.service.handle(data)
-        return self._result(self._parse_reply(reply, seq, pk.Kind.RESULT), bits, len(data), len(reply))
+        p = self._parse_reply(reply, seq, pk.Kind.RESULT)
+        return self._result(p, req, _positions(hidden), bits, len(data), len(reply))
 
     def ping(self, payload: bytes = b"") -> pk.Packet:
         seq, data = _ping(self.sender, payload)
         return self._parse_reply(self.service.handle(data), seq, pk.Kind.PONG)
+
+
+def _positions(hidden: Any) -> int:
+    shape = np.shape(hidden)
+    return int(shape[0]) if len(shape) == 2 else 1
 
 
 def _ping(sender: Sender, payload: bytes) -> tuple[int, bytes]:
@@ -297,11 +329,11 @@ class WireClient(_Caller):
         span: int = 0,
         timeout: float | None = None,
     ) -> ResumeResult:
-        seq, data, bits = self._resume_packet(
-            hidden, layer, codec, ResumeRequest(want, top_k, reply_codec), sections, span
-        )
+        req = ResumeRequest(want, top_k, reply_codec)
+        seq, data, bits = self._resume_packet(hidden, layer, codec, req, sections, span)
         reply = await self.request(data, seq, timeout)
-        return self._result(self._parse_reply(reply, seq, pk.Kind.RESULT), bits, len(data), len(reply))
+        p = self._parse_reply(reply, seq, pk.Kind.RESULT)
+        return self._result(p, req, _positions(hidden), bits, len(data), len(reply))
 
     async def ping(self, payload: bytes = b"", timeout: float | None = None) -> pk.Packet:
         seq, data = _ping(self.sender, payload)

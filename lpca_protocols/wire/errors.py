@@ -113,6 +113,12 @@ class PayloadTooLargeError(WireError):
     code = 15
 
 
+class ShapeMismatchError(WireError):
+    """A tensor's name, rank or shape is not one the receiver's model takes (e.g. another hidden size)."""
+
+    code = 16
+
+
 ERRORS: dict[int, type[WireError]] = {
     cls.code: cls
     for cls in (
@@ -131,6 +137,7 @@ ERRORS: dict[int, type[WireError]] = {
         TransportTimeoutError,
         ConnectionClosedError,
         PayloadTooLargeError,
+        ShapeMismatchError,
     )
 }
 

@@ -10,9 +10,15 @@ per connection, answered as they complete and matched by sequence number.
 - Backpressure: a connection with `max_inflight` open requests, or whose replies
   are not being read (the socket's write buffer is full), is not read from until
   that clears; TCP then slows the client down.
+- Memory: the bytes the server holds for requests (partial frames, reserved at their
+  announced length as soon as the 16-byte prefix arrives, plus frames waiting for the
+  model) stay within `max_buffered` across all connections. A frame that would pass
+  it is refused as overloaded (correlated by its header) and its bytes are read and
+  dropped as they arrive, so the connection stays usable.
 - A frame that stays incomplete for `read_timeout` seconds closes the connection,
-  as does any framing, checksum or version error (after a REJECT): a stream that
-  cannot be framed cannot be trusted.
+  as does any REJECT whose code closes it (docs/wire.md: malformed, checksum,
+  version, frame too large), wherever it was raised: a stream that cannot be framed
+  cannot be trusted.
 - `close(grace)` stops accepting, stops reading, lets open requests finish for up
   to `grace` seconds, then closes every connection.
 """
@@ -30,6 +36,7 @@ from lpca_protocols.wire.errors import (
     FrameTooLargeError,
     MalformedPacketError,
     OverloadedError,
+    RemoteComputeError,
     VersionMismatchError,
     WireError,
 )
@@ -37,6 +44,19 @@ from lpca_protocols.wire.service import ResumeService, correlation
 
 #: Errors after which the byte stream can no longer be framed reliably.
 _FATAL = (MalformedPacketError, ChecksumError, FrameTooLargeError, VersionMismatchError)
+_FATAL_CODES = frozenset(cls.code for cls in _FATAL)
+DEFAULT_MAX_BUFFERED = 256 << 20
+
+
+def _closing_reject(reply: bytes) -> bool:
+    """Whether `reply` is a REJECT whose code closes the connection (checked on the answer path)."""
+    if len(reply) < pk.HEADER_SIZE or reply[6] != pk.Kind.REJECT:
+        return False
+    try:
+        sec = pk.decode(reply).section(pk.SectionType.REJECT)
+    except WireError:
+        return True
+    return sec is not None and sec.fields.get("code") in _FATAL_CODES
 
 
 class WireServer:
@@ -50,11 +70,17 @@ class WireServer:
         max_inflight: int = 16,
         max_queue: int = 256,
         max_connections: int = 1024,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
         read_timeout: float = 30.0,
         idle_timeout: float | None = None,
     ):
+        if max_buffered < max_frame:
+            raise ValueError(f"max_buffered ({max_buffered}) must be at least max_frame ({max_frame})")
         self.service, self.host, self.port = service, host, port
         self.max_frame, self.max_inflight, self.max_queue = max_frame, max_inflight, max_queue
+        self.max_buffered = max_buffered
+        #: Bytes held for requests now: partial frames (reserved at full length) and queued frames.
+        self.buffered = 0
         self.max_connections = max_connections
         self.read_timeout, self.idle_timeout = read_timeout, idle_timeout
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lpca-model")
@@ -107,6 +133,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: WireServer):
         self.server = server
         self.buf = bytearray()
+        self.held = 0  # what this connection's buffer counts in server.buffered
+        self.reserved = 0  # announced length of the partial frame in buf, once admitted
+        self.skip = 0  # bytes of a refused frame still to read and drop
         self.transport: asyncio.Transport | None = None
         self.inflight = 0
         self.closed = False
@@ -132,12 +161,30 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self.server._conns.discard(self)
-        if self.buf:
+        if self.buf or self.skip:
             self.server.stats["dropped_connections"] += 1
+        self.buf.clear()
+        self.reserved = self.skip = 0
+        self._account()
 
     def data_received(self, data: bytes) -> None:
+        if self.skip:
+            n = min(self.skip, len(data))
+            self.skip -= n
+            data = data[n:]
+            if not data:
+                if self.skip:
+                    self._arm(self.server.read_timeout, "frame")
+                else:
+                    self._arm_idle()
+                return
         self.buf += data
         self._frames()
+
+    def _account(self) -> None:
+        held = max(len(self.buf), self.reserved)
+        self.server.buffered += held - self.held
+        self.held = held
 
     def pause_writing(self) -> None:  # the client is not reading our replies: stop reading its requests
         self._write_paused = True
@@ -160,16 +207,27 @@ class _Connection(asyncio.Protocol):
                 self._fatal(exc, bytes(self.buf[: pk.HEADER_SIZE]))
                 return
             if len(self.buf) < total:
+                if self.reserved != total and s.buffered - self.held + total > s.max_buffered:
+                    if len(self.buf) < pk.HEADER_SIZE:
+                        break  # wait for the header, to say which request is refused
+                    self._refuse_partial(total)
+                    if self.skip:
+                        break
+                    continue
+                self.reserved = total
                 break
             frame = bytes(self.buf[:total])
             del self.buf[:total]
+            self.reserved = 0
+            self._account()
             s.stats["frames"] += 1
             progressed = True
             self._dispatch(frame)
             if self.inflight >= s.max_inflight:
                 break
+        self._account()
         self._update_reading()
-        if not self.buf:
+        if not self.buf and not self.skip:
             self._arm_idle()
         elif progressed or self._timer_kind != "frame":
             # A frame must complete within read_timeout of its start, however slowly its bytes trickle in.
@@ -190,20 +248,53 @@ class _Connection(asyncio.Protocol):
         if not s.service.needs_model(p):
             self._write(s.service.answer(p))
             return
-        if s.queued >= s.max_queue:
+        if s.queued >= s.max_queue or s.buffered + len(frame) > s.max_buffered:
             s.stats["rejected"] += 1
-            self._write(s.service.reject(OverloadedError(f"{s.queued} requests queued"), p.session, p.seq))
+            why = (
+                f"{s.queued} requests queued"
+                if s.queued >= s.max_queue
+                else f"{s.buffered} bytes of requests held (limit {s.max_buffered})"
+            )
+            self._write(s.service.reject(OverloadedError(why), p.session, p.seq))
             return
         s.queued += 1
+        s.buffered += len(frame)
         self.inflight += 1
         fut = s.submit(s.service.answer, p)
-        fut.add_done_callback(self._answered)
+        fut.add_done_callback(lambda f, n=len(frame), p=p: self._answered(f, n, p))
 
-    def _answered(self, fut: asyncio.Future[bytes]) -> None:
+    def _refuse_partial(self, total: int) -> None:
+        """Refuse the partial frame at the head of buf (its bytes would pass max_buffered): answer
+        OverloadedError for it and drop its bytes as they arrive."""
+        s = self.server
+        s.stats["rejected"] += 1
+        session, seq = correlation(bytes(self.buf[: pk.HEADER_SIZE]))
+        exc = OverloadedError(
+            f"a frame of {total} bytes would pass the {s.max_buffered} bytes this server holds for "
+            f"requests ({s.buffered - self.held} held); retry later"
+        )
+        self._write(s.service.reject(exc, session, seq))
+        self.skip = total - len(self.buf)
+        self.buf.clear()
+        self.reserved = 0
+
+    def _answered(self, fut: asyncio.Future[bytes], size: int, p: Any) -> None:
         self.server.queued -= 1
+        self.server.buffered -= size
         self.inflight -= 1
-        if not fut.cancelled() and fut.exception() is None:
-            self._write(fut.result())
+        if not fut.cancelled():
+            exc = fut.exception()
+            reply = (
+                fut.result()
+                if exc is None
+                else self.server.service.reject(
+                    RemoteComputeError(f"{type(exc).__name__}: {exc}"), p.session, p.seq
+                )
+            )
+            self._write(reply)
+            if _closing_reject(reply):
+                self.close()
+                return
         if self._stopped and self.inflight == 0:
             return
         self._update_reading()

@@ -4,15 +4,16 @@ It admits a RESUME packet (hidden states after block ``l``), runs blocks
 ``l+1..L`` with `Backend.resume`, and answers with a RESULT packet: the last
 position's logits, the top-k next tokens with log-probabilities, and/or the final
 hidden states, as the request's REQUEST section asks. PING packets are echoed as
-PONG without touching the model. Every refusal becomes a REJECT packet carrying the
-error's code, so a client raises the same typed error the service raised.
+PONG without touching the model. Admission (`admission.py`) checks every declared
+field, shape, codec parameter and size against the model and `AdmissionLimits`
+before anything is decoded or computed. Every refusal, and any failure while
+answering, becomes a REJECT packet carrying a typed error's code, so a client
+raises the same typed error the service raised; nothing else escapes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,44 +22,34 @@ from lpca_envs.errors import LPCAError
 from lpca_protocols import codecs
 from lpca_protocols.codecs import CodebookStore
 from lpca_protocols.wire import packet as pk
+from lpca_protocols.wire.admission import (
+    MAX_TOP_K,
+    REPLY_CODECS,
+    WANT_HIDDEN,
+    WANT_LOGITS,
+    WANT_TOP,
+    Admission,
+    AdmissionLimits,
+    ResumeRequest,
+)
 from lpca_protocols.wire.errors import (
     MalformedPacketError,
-    PacketCodecError,
     RemoteComputeError,
     WireError,
 )
 from lpca_protocols.wire.session import Endpoint, Receiver, ReplayGuard, encode_tensor
 
-WANT_LOGITS, WANT_TOP, WANT_HIDDEN = 1, 2, 4
-MAX_TOP_K = 1024
-#: Codecs a client may ask the answer in (learned codecs would need a shared codebook).
-REPLY_CODECS = ("fp32", "fp16", "bf16", "q8_0", "q4_0")
-
-
-@dataclass(frozen=True)
-class ResumeRequest:
-    """What a RESUME asks back. Encoded as the packet's REQUEST section."""
-
-    want: int = WANT_LOGITS | WANT_TOP
-    top_k: int = 5
-    reply_codec: str = "fp32"
-
-    def section(self) -> pk.Section:
-        return pk.Section(
-            pk.SectionType.REQUEST, {"want": self.want, "top_k": self.top_k, "reply_codec": self.reply_codec}
-        )
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[str, Any]) -> ResumeRequest:
-        want, top_k = fields.get("want", WANT_LOGITS), fields.get("top_k", 0)
-        reply = fields.get("reply_codec", "fp32")
-        if not isinstance(want, int) or not 0 < want < 8:
-            raise MalformedPacketError(f"REQUEST.want must be a bitmask in 1..7, got {want!r}")
-        if not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
-            raise MalformedPacketError(f"REQUEST.top_k must be in 0..{MAX_TOP_K}, got {top_k!r}")
-        if reply not in REPLY_CODECS:
-            raise PacketCodecError(f"REQUEST.reply_codec must be one of {REPLY_CODECS}, got {reply!r}")
-        return cls(want, top_k, reply)
+__all__ = [
+    "MAX_TOP_K",
+    "REPLY_CODECS",
+    "WANT_HIDDEN",
+    "WANT_LOGITS",
+    "WANT_TOP",
+    "AdmissionLimits",
+    "ResumeRequest",
+    "ResumeService",
+    "correlation",
+]
 
 
 class ResumeService:
@@ -73,6 +64,7 @@ class ResumeService:
         codebooks: CodebookStore | None = None,
         guard: ReplayGuard | None = None,
         max_packet: int = pk.DEFAULT_MAX_PACKET,
+        limits: AdmissionLimits | None = None,
         **receiver_options: Any,
     ):
         self.backend = backend
@@ -88,6 +80,30 @@ class ResumeService:
             max_packet=max_packet,
             **receiver_options,
         )
+        e = self.endpoint
+        self.admission = Admission(
+            hidden_size=e.hidden_size,
+            n_layers=e.n_layers,
+            vocab_size=e.vocab_size,
+            model_max_positions=e.max_positions,
+            limits=limits or AdmissionLimits(),
+            max_reply=max_packet,
+        )
+
+    def warm(self) -> None:
+        """Build now every codec table admission allows (rotations of the accepted seeds at the hidden
+        size, Lloyd-Max and trellis alphabets at every width): afterwards no accepted packet pays a
+        one-time cost (up to seconds per rotation on CPU)."""
+        from lpca_protocols.codecs import rotq, tcq
+
+        rotations = self.admission.rotations()
+        for d, seed, kind in rotations:
+            rotq.rotation_matrix(d, seed, kind)
+        if rotations:
+            d = rotations[0][0]
+            for b in range(1, 9):
+                rotq.lloyd_max(d, b)
+                tcq.tcq_alphabet(d, b)
 
     # -- the three steps a transport drives -------------------------------------------------
     def admit(self, data: bytes | memoryview) -> pk.Packet:
@@ -95,10 +111,11 @@ class ResumeService:
         p = pk.decode(data, max_packet=self.receiver.max_packet)
         if p.kind not in (pk.Kind.RESUME, pk.Kind.PING):
             raise MalformedPacketError(f"a service answers RESUME and PING packets, got {p.kind.name}")
-        check_model = p.kind == pk.Kind.RESUME
-        if check_model:
+        if p.kind == pk.Kind.RESUME:
             self.receiver.check_compatible(p)
-            self.receiver.codec(p)
+            if self.backend is None:
+                raise RemoteComputeError("this service hosts no model (echo mode)")
+            self.admission.check(p, self.receiver.codec(p))
         self.receiver.guard.check(p.session, p.seq, p.timestamp_ns)
         return p
 
@@ -119,6 +136,9 @@ class ResumeService:
             return self._resume(p)
         except WireError as exc:
             return self.reject(exc, p.session, p.seq, p.identity.source)
+        except Exception as exc:  # the service always answers, and only with typed errors
+            err = RemoteComputeError(f"{type(exc).__name__}: {exc}")
+            return self.reject(err, p.session, p.seq, p.identity.source)
 
     def handle(self, data: bytes | memoryview) -> bytes:
         """admit + answer in one call (the loopback path); refusals come back as REJECT bytes."""
@@ -133,17 +153,15 @@ class ResumeService:
     def _resume(self, p: pk.Packet) -> bytes:
         if self.backend is None:
             raise RemoteComputeError("this service hosts no model (echo mode)")
-        sec = p.section(pk.SectionType.REQUEST)
-        req = ResumeRequest.from_fields(sec.fields if sec else {})
-        if p.identity.layer is None:
-            raise MalformedPacketError("a RESUME packet must name the layer boundary")
-        hidden = self.receiver.array(p, "hidden")
+        ok = self.admission.check(p, self.receiver.codec(p))  # cheap; answer() may be called directly
+        req = ok.request
+        hidden = self.receiver.array(p, "hidden", ok.codec)
         t0 = time.perf_counter_ns()
         n = self.backend.info.n_layers
         try:
             fwd = self.backend.resume(
-                hidden.astype(np.float32),
-                p.identity.layer,
+                hidden.astype(np.float32, copy=False),
+                ok.layer,
                 logits="last",
                 capture=[n] if req.want & WANT_HIDDEN else (),
             )

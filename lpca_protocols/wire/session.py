@@ -9,6 +9,7 @@ is its own `WireError` subclass.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import threading
@@ -50,6 +51,9 @@ class Endpoint:
     host: str
     n_layers: int | None = None
     hidden_size: int | None = None
+    vocab_size: int | None = None
+    #: The model's ``max_position_embeddings`` (from its config.json), if known.
+    max_positions: int | None = None
 
     @classmethod
     def of(cls, backend: Any, host: str = "") -> Endpoint:
@@ -62,7 +66,25 @@ class Endpoint:
             host or os.uname().nodename,
             info.n_layers,
             info.hidden_size,
+            info.vocab_size,
+            max_positions(backend),
         )
+
+
+def max_positions(backend: Any) -> int | None:
+    """``max_position_embeddings`` of the backend's model directory (text config first), or None."""
+    path = getattr(backend, "path", None)
+    if path is None:
+        return None
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for c in (cfg.get("text_config") or {}, cfg):
+        v = c.get("max_position_embeddings") if isinstance(c, dict) else None
+        if type(v) is int and v > 0:
+            return v
+    return None
 
 
 def tokenizer_fingerprint(backend: Any) -> bytes:
