@@ -62,6 +62,10 @@ _PETS = (
 )  # fmt: skip
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 @dataclass(frozen=True, slots=True)
 class _Level:
     k: int
@@ -117,19 +121,20 @@ class KVLookup(TaskFamily):
         pets = tuple([vocab[int(rng.random() * n)] for _ in range(k)])
         q = rng.randrange(k)
         who, pet = people[q], pets[q]
-        table = "\n".join([f"{p} = {v}" for p, v in zip(people, pets, strict=True)])
+        table = "\n".join([f"{p} has {_article(v)} {v}." for p, v in zip(people, pets, strict=True)])
         people_text = ", ".join(people)
-        # The question comes last and the answer space is named, not listed: a small model shown
-        # a list of options tends to copy its first entry instead of reading the table.
+        # Worded for a small model (Qwen2.5-Coder-0.5B, tuned on seeds 1000..1063; benchmarks/
+        # RESULTS.md "The model ladder"): the question comes last and the answer space is named,
+        # not listed (shown a list of options it copies the first entry); rows read "Name has a
+        # pet." (with "Name = pet" its skyline was 80%, with this 92%); and A's view says nothing
+        # of the partner's need (a line about it, read in the skyline, cost 11 points).
         views = {
             "A": (
-                f"Your table of the pets of {k} people:\n{table}\n"
-                "Your partner needs the pet of one of these people; you do not know which."
+                f"Your table of who owns which pet ({k} people):\n{table}"
             ),
             "B": (
-                f"Your partner has a table of the pets of {k} people ({people_text}); "
-                "you cannot see it.\n"
-                f"Question: what is the pet of {who}? Answer with one word, the animal."
+                f"Your partner has a table of who owns which pet ({k} people: {people_text}).\n"
+                f"Which animal does {who} own? Answer with one word, the animal."
             ),
         }
         return Task(
@@ -151,9 +156,9 @@ class KVLookup(TaskFamily):
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
         st: KVLookupState = task.state
         who = st.people[st.query]
-        # Accept "Name = pet", "Name: pet", "Name is pet", case-insensitive, so a
+        # Accept "Name = pet", "Name: pet", "Name is pet", "Name has a pet", case-insensitive, so a
         # one-way dump of the whole table works too; another person's pet is ignored.
-        pattern = re.compile(rf"\b{re.escape(who)}\s*(?:=|:|is)\s*([A-Za-z]+)", re.IGNORECASE)
+        pattern = re.compile(rf"\b{re.escape(who)}\s*(?:=|:|is|has an?)\s*([A-Za-z]+)", re.IGNORECASE)
         choices = frozenset(st.vocab)
         for text in received:
             for word in pattern.findall(text):
