@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lpca_protocols.channels._codec_nets import CodecRunner, load_checkpoint
+from lpca_protocols.packet_codec import CodecRunner, load_checkpoint
 
 pytest.importorskip("torch")
 CODECS = Path(__file__).resolve().parents[1] / "benchmarks" / "leaderboard" / "codecs"

@@ -20,7 +20,7 @@ from lpca_envs.errors import LPCAError
 from lpca_models.agents import LMAgent
 from lpca_protocols import codecs
 from lpca_protocols.channel import AgentContext, ChannelError
-from lpca_protocols.channels._codec_nets import (
+from lpca_protocols.packet_codec import (
     CheckpointError,
     CheckpointMismatchError,
     CodecRunner,
@@ -142,8 +142,7 @@ def test_checkpoint_round_trip_gives_the_modules_own_outputs(tmp_path, tiny, kin
 )
 def test_inference_quantizes_exactly_as_vector_quantize_pytorch_trained(options, m):
     """The exported tables, read without the library, give the library's own quantized packets."""
-    from lpca_protocols.channels._codec_nets import dequantize, quantize
-    from lpca_protocols.training.quantizers import make_quantizer
+    from lpca_protocols.packet_codec import dequantize, make_quantizer, quantize
 
     levels = options.get("fsq_levels")
     size = math.prod(levels) if levels else 8
@@ -384,9 +383,9 @@ def test_codecs_load_by_name_and_list_with_their_bits(tmp_path, tiny, monkeypatc
 
     from typer.testing import CliRunner
 
+    from lpca_protocols.packet_codec import record_gate
     from lpca_protocols.training import UnknownCodecError, list_codecs, publish
     from lpca_protocols.training.cli import train_app
-    from lpca_protocols.training.registry import record_gate
 
     root = tmp_path / "codecs"
     monkeypatch.setenv("LPCA_CODECS_DIR", str(root))

@@ -21,7 +21,7 @@ import lpca_models
 from lpca_envs import Budget
 from lpca_models.agents import LMAgent
 from lpca_protocols.channel import AgentContext
-from lpca_protocols.channels._codec_nets import load_checkpoint
+from lpca_protocols.packet_codec import load_checkpoint
 from lpca_protocols.training import (
     DatasetError,
     DatasetSpec,
@@ -383,7 +383,7 @@ def test_mid_layer_injection_trains_through_the_receivers_own_path(
 
 
 def test_shared_prompt_cache_equals_the_full_receiver_forward(tmp_path, tiny):
-    from lpca_protocols.channels._codec_nets import CodecSpec
+    from lpca_protocols.packet_codec import CodecSpec
     from lpca_protocols.training.trainer import _datasets, _Run
 
     cfg = parse_config({**SMALL, "out": str(tmp_path / "x"), "data_dir": str(tmp_path / "data")})

@@ -13,7 +13,7 @@ block l (a backend `Injection`, as `activation-graft` uses).
 
 The codec is trained by ``lpca train codec`` (`lpca_protocols.training`) and loaded
 from its checkpoint directory or by the name it was published under (option
-``checkpoint``; `lpca_protocols.training.registry`); it runs on torch and MLX
+``checkpoint``; `lpca_protocols.packet_codec`); it runs on torch and MLX
 backends alike. A checkpoint trained on another base model is refused
 (`CheckpointMismatchError`). Controls (null, shuffle, random) act on the packet
 before it is encoded, as for every latent channel.
@@ -28,8 +28,8 @@ import numpy as np
 
 from lpca_models import Conditioning, Injection
 from lpca_protocols.channel import AgentContext, ChannelError
-from lpca_protocols.channels._codec_nets import CheckpointError, CodecRunner, load_checkpoint
 from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_layer, lm, sender_prompt
+from lpca_protocols.packet_codec import CheckpointError, CodecRunner, load_checkpoint, resolve
 
 
 class LatentPrefixOptions(LatentOptions):
@@ -49,8 +49,6 @@ class LatentPrefixChannel(LatentChannel):
             raise ChannelError(
                 f"channel {self.name!r} needs option checkpoint=DIR or checkpoint=NAME (a trained codec)"
             )
-        from lpca_protocols.training.registry import resolve
-
         ckpt = load_checkpoint(resolve(self.options.checkpoint))
         if ckpt.spec.kind != self.kind:
             raise CheckpointError(

@@ -11,18 +11,15 @@ Importing this package is light; torch loads when a run starts.
 
 from __future__ import annotations
 
+from lpca_protocols.packet_codec import UnknownCheckpointError, codecs_dir, list_codecs, publish, resolve
 from lpca_protocols.training.config import TrainConfig, TrainConfigError, load_config, parse_config
 from lpca_protocols.training.dataset import DatasetError, DatasetSpec, EpisodeData, collect, load
 from lpca_protocols.training.gate import ControlResult, GateReport, run_gate, two_proportion_p
 from lpca_protocols.training.metrics import CodebookUsage, codebook_usage, slot_usage
-from lpca_protocols.training.registry import (
-    UnknownCodecError,
-    codecs_dir,
-    list_codecs,
-    publish,
-    resolve,
-)
 from lpca_protocols.training.trainer import TrainError, TrainResult, train_codec
+
+#: The old name of `packet_codec.UnknownCheckpointError` (a codec name no published checkpoint has).
+UnknownCodecError = UnknownCheckpointError
 
 __all__ = [
     "CodebookUsage",

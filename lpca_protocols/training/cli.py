@@ -35,8 +35,8 @@ def codec(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train (or resume) a codec through the frozen receiver; writes OUT/codec (the checkpoint)."""
+    from lpca_protocols.packet_codec import check_name, publish
     from lpca_protocols.training.config import load_config
-    from lpca_protocols.training.registry import check_name, publish
     from lpca_protocols.training.trainer import train_codec
 
     try:
@@ -91,7 +91,7 @@ def gate_cmd(
 @train_app.command("list")
 def list_cmd() -> None:
     """The published codecs: name, kind, sizes, bits per message, base model, gate outcome."""
-    from lpca_protocols.training.registry import codecs_dir, list_codecs
+    from lpca_protocols.packet_codec import codecs_dir, list_codecs
 
     entries = list_codecs()
     table = Table(title=f"codecs in {codecs_dir()}")
@@ -120,8 +120,8 @@ def list_cmd() -> None:
 def _print_gate(
     checkpoint: str, env: str, level: int, episodes: int, codec: str, record: bool = True
 ) -> bool:
+    from lpca_protocols.packet_codec import record_gate, resolve
     from lpca_protocols.training.gate import run_gate
-    from lpca_protocols.training.registry import record_gate, resolve
 
     try:
         path = resolve(checkpoint)

@@ -93,7 +93,7 @@ class CodecConfig(_Strict):
 
     @model_validator(mode="after")
     def _quantizer_options(self) -> CodecConfig:
-        from lpca_protocols.channels._codec_nets import check_fsq_levels
+        from lpca_protocols.packet_codec import check_fsq_levels
 
         set_ = self.model_fields_set
         if self.kind == "prefix" and set_ & {"quantizer", "rvq_levels", "fsq_levels"}:

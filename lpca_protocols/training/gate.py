@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lpca_protocols.channels._codec_nets import load_checkpoint
+from lpca_protocols.packet_codec import load_checkpoint
 from lpca_protocols.stats import GATE_MIN_EPISODES, two_proportion_p
 from lpca_protocols.training.metrics import CodebookUsage, codebook_usage, slot_usage
 
@@ -101,8 +101,8 @@ def run_gate(
     checkpoint's base model; pass a loaded `agent` to reuse it.
     `codec` serializes a continuous packet (ignored by the codebook channel).
     """
+    from lpca_protocols.packet_codec import resolve
     from lpca_protocols.runner import run
-    from lpca_protocols.training.registry import resolve
 
     checkpoint = resolve(checkpoint)
     ckpt = load_checkpoint(checkpoint)

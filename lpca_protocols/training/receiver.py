@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from lpca_protocols.channels._codec_spec import CodecSpec
+from lpca_protocols.packet_codec import CodecSpec
 
 
 class Receiver:

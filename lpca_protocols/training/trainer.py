@@ -32,12 +32,10 @@ from typing import Any
 import numpy as np
 
 from lpca_envs.errors import LPCAError
-from lpca_protocols.channels._codec_spec import CodecSpec, save_checkpoint
-from lpca_protocols.channels._codec_torch import torch_net
+from lpca_protocols.packet_codec import CodecSpec, make_quantizer, save_checkpoint, torch_net
 from lpca_protocols.training.config import TrainConfig, parse_config
 from lpca_protocols.training.metrics import codebook_usage, slot_usage
 from lpca_protocols.training.objectives import answer_probe, infonce, teacher_kl
-from lpca_protocols.training.quantizers import make_quantizer
 from lpca_protocols.training.receiver import Receiver
 from lpca_protocols.training.rundir import claim_run_dir, load_datasets, progress_bar
 

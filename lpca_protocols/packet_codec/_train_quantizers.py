@@ -3,7 +3,7 @@
     quant = make_quantizer(spec, commitment=0.25)
     quant.init(packets, generator)            # k-means init on [N, k, m] packets (vq, rvq)
     q, aux = quant(packet)                    # [B, k, m] straight-through, aux = commitment loss
-    net.load_quantizer(quant.export())        # the tables inference reads (`_codec_nets.quantize`)
+    net.load_quantizer(quant.export())        # the tables inference reads (`packet_codec.quantize`)
 
 `vq`: `VectorQuantize` with one codebook per slot (heads = k), EMA updates. `rvq`: one
 `ResidualVQ` of Q stages per slot. `fsq`: one `FSQ` (its input/output projections are
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lpca_protocols.channels._codec_nets import CodecSpec
+from lpca_protocols.packet_codec._spec import CodecSpec
 
 DECAY = 0.95
 

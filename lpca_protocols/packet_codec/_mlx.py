@@ -1,6 +1,6 @@
 """The MLX port of the learned codec's nets (inference only; mlx loads on first use).
 
-The same float32 graph as `PacketNet` in `_codec_torch`, read from the same weights.
+The same float32 graph as `PacketNet` in `_torch`, read from the same weights.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lpca_protocols.channels._codec_spec import CodecSpec
+from lpca_protocols.packet_codec._spec import CodecSpec
 
 
 def _mlx_linear(w: dict[str, Any], name: str, x: Any) -> Any:
@@ -32,7 +32,7 @@ def _mlx_gelu(x: Any) -> Any:
     return 0.5 * x * (1 + mx.erf(x / math.sqrt(2.0)))
 
 
-def _mlx_encode(w: dict[str, Any], spec: CodecSpec, h: np.ndarray) -> np.ndarray:
+def mlx_encode(w: dict[str, Any], spec: CodecSpec, h: np.ndarray) -> np.ndarray:
     import mlx.core as mx
 
     x = (mx.array(h) - w["enc.mu"]) / w["enc.sd"]
@@ -54,7 +54,7 @@ def _mlx_encode(w: dict[str, Any], spec: CodecSpec, h: np.ndarray) -> np.ndarray
     return np.array(out, dtype=np.float32)
 
 
-def _mlx_decode(w: dict[str, Any], spec: CodecSpec, p: np.ndarray) -> np.ndarray:
+def mlx_decode(w: dict[str, Any], spec: CodecSpec, p: np.ndarray) -> np.ndarray:
     import mlx.core as mx
 
     y = _mlx_linear(w, "dec.out", _mlx_gelu(_mlx_linear(w, "dec.inp", mx.array(p)) + w["dec.slots"]))

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from lpca_protocols.channels._codec_spec import QUANT_KEYS, CodecSpec, dequantize, quantize
+from lpca_protocols.packet_codec._quantize import QUANT_KEYS, dequantize, quantize
+from lpca_protocols.packet_codec._spec import CodecSpec
 
 
 def torch_net(spec: CodecSpec) -> Any:

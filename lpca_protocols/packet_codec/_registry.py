@@ -1,4 +1,4 @@
-"""Trained codecs by name: a directory of published checkpoints.
+"""Trained packet codecs by name: a directory of published checkpoints.
 
     lpca train codec codec.toml --name relay-k8     # train, then publish OUT/codec as "relay-k8"
     lpca run ... --channel latent-prefix -o checkpoint=relay-k8
@@ -21,14 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lpca_protocols.channels._codec_nets import CONFIG, CheckpointError, load_checkpoint
+from lpca_protocols.packet_codec._checkpoint import CONFIG, load_checkpoint
+from lpca_protocols.packet_codec._spec import CheckpointError
 
 CODECS_ENV = "LPCA_CODECS_DIR"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-class UnknownCodecError(CheckpointError):
-    """A codec name that no published checkpoint has (the message lists the known names)."""
+class UnknownCheckpointError(CheckpointError):
+    """A codec name that no published checkpoint has (the message lists the known names).
+
+    `lpca_protocols.training.UnknownCodecError` is this class under its old name; the codecs'
+    own `lpca_protocols.codecs.UnknownCodecError` is a different error (an unknown tensor codec).
+    """
 
 
 def codecs_dir() -> Path:
@@ -64,12 +69,12 @@ def resolve(ref: str | Path) -> Path:
     if isinstance(ref, Path) or path.exists() or os.sep in text or text.startswith(("~", ".")):
         return path
     if not NAME.fullmatch(text):
-        raise UnknownCodecError(f"{text!r} is neither a codec directory nor a valid codec name")
+        raise UnknownCheckpointError(f"{text!r} is neither a codec directory nor a valid codec name")
     found = codecs_dir() / text
     if (found / CONFIG).is_file():
         return found
     names = known_names()
-    raise UnknownCodecError(
+    raise UnknownCheckpointError(
         f"no codec named {text!r} in {codecs_dir()} (${CODECS_ENV}); known: {', '.join(names) or 'none'}"
     )
 

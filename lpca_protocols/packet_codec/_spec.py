@@ -1,27 +1,17 @@
-"""A learned codec's shape (`CodecSpec`), its checkpoint format and its numpy quantizers.
+"""A learned packet codec's shape (`CodecSpec`) and its errors.
 
-Everything here is numpy (safetensors loads lazily): the spec and checkpoint checks run
-without torch or MLX, and `quantize` / `dequantize` are the one quantizer both frameworks'
-receivers use, so they see the same symbols. The nets live in `_codec_torch` and
-`_codec_mlx`; `_codec_nets` describes the codec and runs it.
+Pure numpy, so the spec checks run without torch or MLX.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from lpca_protocols.channel import ChannelError
-
-FORMAT = "lpca-codec/1"
-WEIGHTS = "codec.safetensors"
-CONFIG = "codec.json"
 
 
 class CheckpointError(ChannelError):
@@ -188,145 +178,3 @@ def fsq_tables(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndar
     offset = np.where(np.asarray(levels) % 2 == 0, 0.5, 0.0)
     shift = np.arctanh(offset / half_l)
     return half_l, offset, shift, np.cumprod([1, *levels[:-1]]).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A loaded codec checkpoint: spec, float32 weights, the base model it was trained on."""
-
-    spec: CodecSpec
-    weights: dict[str, np.ndarray]
-    base_model: str
-    base_fingerprint: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    def check_base(self, fingerprint: str, model_name: str = "") -> None:
-        if fingerprint != self.base_fingerprint:
-            raise CheckpointMismatchError(
-                f"codec checkpoint {self.path} was trained on {self.base_model} "
-                f"({self.base_fingerprint[:12]}...), this model is {model_name or '?'} "
-                f"({fingerprint[:12]}...); a learned codec only works on its own base model"
-            )
-
-
-def save_checkpoint(
-    path: str | Path,
-    spec: CodecSpec,
-    weights: dict[str, np.ndarray],
-    base_model: str,
-    base_fingerprint: str,
-    meta: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``codec.safetensors`` then ``codec.json`` (its presence marks a complete checkpoint)."""
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    want = spec.weight_shapes()
-    missing = sorted(set(want) - set(weights))
-    if missing:
-        raise CheckpointError(f"cannot save codec: weights {missing} are missing")
-    arrays = {n: np.ascontiguousarray(np.asarray(weights[n], dtype=np.float32)) for n in want}
-    tmp = path / (WEIGHTS + ".tmp")
-    save_file(arrays, str(tmp))
-    tmp.replace(path / WEIGHTS)
-    doc = {
-        "format": FORMAT,
-        "spec": asdict(spec),
-        "base_model": base_model,
-        "base_fingerprint": base_fingerprint,
-        "weights_sha256": hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest(),
-        "meta": dict(meta or {}),
-    }
-    tmp = path / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    tmp.replace(path / CONFIG)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and check a codec checkpoint directory; every defect is a `CheckpointError` naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    path = Path(path)
-    cfg, wfile = path / CONFIG, path / WEIGHTS
-    if not cfg.is_file() or not wfile.is_file():
-        raise CheckpointError(
-            f"{path} is not a codec checkpoint: expected {CONFIG} and {WEIGHTS} in that directory"
-        )
-    try:
-        doc = json.loads(cfg.read_text())
-        if doc.get("format") != FORMAT:
-            raise CheckpointError(f"{cfg}: format {doc.get('format')!r}, expected {FORMAT!r}")
-        spec = CodecSpec(**doc["spec"])
-        base_model, base_fp = str(doc["base_model"]), str(doc["base_fingerprint"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{cfg} is not a valid codec config ({type(e).__name__}: {e})") from None
-    data = wfile.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if doc.get("weights_sha256") not in (None, digest):
-        raise CheckpointError(
-            f"{wfile} is truncated or corrupt: {len(data)} bytes whose sha256 {digest[:12]}... differs "
-            f"from the {doc['weights_sha256'][:12]}... recorded in {CONFIG}"
-        )
-    try:
-        weights = load(data)
-    except (SafetensorError, ValueError) as e:
-        raise CheckpointError(f"{wfile} is not a readable safetensors file: {e}") from None
-    want = spec.weight_shapes()
-    missing = sorted(set(want) - set(weights))
-    if missing:
-        raise CheckpointError(f"{wfile} lacks weights {missing} required by its spec ({spec.kind})")
-    bad = {n: (tuple(weights[n].shape), s) for n, s in want.items() if tuple(weights[n].shape) != s}
-    if bad:
-        detail = ", ".join(f"{n}: got {g}, expected {s}" for n, (g, s) in sorted(bad.items()))
-        raise CheckpointError(f"{wfile} has weights of the wrong shape: {detail}")
-    w = {n: np.asarray(weights[n], dtype=np.float32) for n in want}
-    return Checkpoint(spec, w, base_model, base_fp, dict(doc.get("meta", {})), path)
-
-
-# ------------------------------------------------------------------------------------ quantizers
-
-QUANT_KEYS = ("codebook", "fsq.w_in", "fsq.b_in", "fsq.w_out", "fsq.b_out")
-
-
-def quantize(spec: CodecSpec, tables: dict[str, np.ndarray], packets: np.ndarray) -> np.ndarray:
-    """Packets [B, k, m] -> symbols [B, symbols_per_message] (int64, slot-major; rvq: slot j's stages
-    at j*Q .. j*Q+Q-1). float64 numpy, so torch and MLX receivers see the same symbols."""
-    p = np.asarray(packets, np.float64)
-    b, k = p.shape[:2]
-    if spec.quantizer == "fsq":
-        z = p @ tables["fsq.w_in"].astype(np.float64).T + tables["fsq.b_in"]  # [B, k, n]
-        half_l, offset, shift, basis = fsq_tables(spec.fsq_levels)
-        level = np.rint(np.tanh(z + shift) * half_l - offset).astype(np.int64)
-        level += np.asarray(spec.fsq_levels, np.int64) // 2  # 0 .. L-1 per dimension
-        return (level * basis).sum(-1)
-    cb = tables["codebook"].astype(np.float64)
-    if spec.quantizer == "vq":
-        return ((p[:, :, None, :] - cb[None]) ** 2).sum(-1).argmin(-1)
-    out = np.zeros((b, k, spec.rvq_levels), np.int64)
-    slots = np.arange(k)[None]
-    for q in range(spec.rvq_levels):  # greedy residual coding, as ResidualVQ trains it
-        out[:, :, q] = ((p[:, :, None, :] - cb[None, :, q]) ** 2).sum(-1).argmin(-1)
-        p = p - cb[:, q][slots, out[:, :, q]]
-    return out.reshape(b, k * spec.rvq_levels)
-
-
-def dequantize(spec: CodecSpec, tables: dict[str, np.ndarray], symbols: np.ndarray) -> np.ndarray:
-    """Symbols [B, symbols_per_message] -> quantized packets [B, k, m] (float32)."""
-    idx = np.asarray(symbols, np.int64)
-    b, k = len(idx), spec.k
-    if spec.quantizer == "fsq":
-        lv = np.asarray(spec.fsq_levels, np.int64)
-        half = lv // 2
-        codes = ((idx[..., None] // fsq_tables(spec.fsq_levels)[3]) % lv - half) / half  # [B, k, n]
-        out = codes.astype(np.float32) @ tables["fsq.w_out"].T + tables["fsq.b_out"]
-        return out.astype(np.float32)
-    cb = tables["codebook"]
-    if spec.quantizer == "vq":
-        return cb[np.arange(k)[None], idx]
-    q = spec.rvq_levels
-    rows = cb[np.arange(k)[None, :, None], np.arange(q)[None, None], idx.reshape(b, k, q)]  # [B, k, Q, m]
-    return rows.sum(2, dtype=np.float32)

@@ -1,0 +1,117 @@
+"""A learned packet codec's checkpoint: a directory of ``codec.safetensors`` and ``codec.json``.
+
+safetensors loads lazily; nothing here needs torch or MLX.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpca_protocols.packet_codec._spec import CheckpointError, CheckpointMismatchError, CodecSpec
+
+FORMAT = "lpca-codec/1"
+WEIGHTS = "codec.safetensors"
+CONFIG = "codec.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded codec checkpoint: spec, float32 weights, the base model it was trained on."""
+
+    spec: CodecSpec
+    weights: dict[str, np.ndarray]
+    base_model: str
+    base_fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def check_base(self, fingerprint: str, model_name: str = "") -> None:
+        if fingerprint != self.base_fingerprint:
+            raise CheckpointMismatchError(
+                f"codec checkpoint {self.path} was trained on {self.base_model} "
+                f"({self.base_fingerprint[:12]}...), this model is {model_name or '?'} "
+                f"({fingerprint[:12]}...); a learned codec only works on its own base model"
+            )
+
+
+def save_checkpoint(
+    path: str | Path,
+    spec: CodecSpec,
+    weights: dict[str, np.ndarray],
+    base_model: str,
+    base_fingerprint: str,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``codec.safetensors`` then ``codec.json`` (its presence marks a complete checkpoint)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    want = spec.weight_shapes()
+    missing = sorted(set(want) - set(weights))
+    if missing:
+        raise CheckpointError(f"cannot save codec: weights {missing} are missing")
+    arrays = {n: np.ascontiguousarray(np.asarray(weights[n], dtype=np.float32)) for n in want}
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(arrays, str(tmp))
+    tmp.replace(path / WEIGHTS)
+    doc = {
+        "format": FORMAT,
+        "spec": asdict(spec),
+        "base_model": base_model,
+        "base_fingerprint": base_fingerprint,
+        "weights_sha256": hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest(),
+        "meta": dict(meta or {}),
+    }
+    tmp = path / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    tmp.replace(path / CONFIG)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a codec checkpoint directory; every defect is a `CheckpointError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    cfg, wfile = path / CONFIG, path / WEIGHTS
+    if not cfg.is_file() or not wfile.is_file():
+        raise CheckpointError(
+            f"{path} is not a codec checkpoint: expected {CONFIG} and {WEIGHTS} in that directory"
+        )
+    try:
+        doc = json.loads(cfg.read_text())
+        if doc.get("format") != FORMAT:
+            raise CheckpointError(f"{cfg}: format {doc.get('format')!r}, expected {FORMAT!r}")
+        spec = CodecSpec(**doc["spec"])
+        base_model, base_fp = str(doc["base_model"]), str(doc["base_fingerprint"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{cfg} is not a valid codec config ({type(e).__name__}: {e})") from None
+    data = wfile.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if doc.get("weights_sha256") not in (None, digest):
+        raise CheckpointError(
+            f"{wfile} is truncated or corrupt: {len(data)} bytes whose sha256 {digest[:12]}... differs "
+            f"from the {doc['weights_sha256'][:12]}... recorded in {CONFIG}"
+        )
+    try:
+        weights = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{wfile} is not a readable safetensors file: {e}") from None
+    want = spec.weight_shapes()
+    missing = sorted(set(want) - set(weights))
+    if missing:
+        raise CheckpointError(f"{wfile} lacks weights {missing} required by its spec ({spec.kind})")
+    bad = {n: (tuple(weights[n].shape), s) for n, s in want.items() if tuple(weights[n].shape) != s}
+    if bad:
+        detail = ", ".join(f"{n}: got {g}, expected {s}" for n, (g, s) in sorted(bad.items()))
+        raise CheckpointError(f"{wfile} has weights of the wrong shape: {detail}")
+    w = {n: np.asarray(weights[n], dtype=np.float32) for n in want}
+    return Checkpoint(spec, w, base_model, base_fp, dict(doc.get("meta", {})), path)
