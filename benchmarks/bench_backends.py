@@ -68,7 +68,7 @@ def framework_generate(b: lpca_models.Backend, prompt: str, n: int) -> Callable[
     if b.info.framework == "torch":
         import torch
 
-        ids = torch.tensor([b._prompt_ids(prompt)])  # type: ignore[attr-defined]
+        ids = torch.tensor([b.prompt_ids(prompt)])
         mask = torch.ones_like(ids)
 
         def run() -> object:
@@ -81,7 +81,7 @@ def framework_generate(b: lpca_models.Backend, prompt: str, n: int) -> Callable[
     import mlx_lm
 
     def run_mlx() -> object:
-        return mlx_lm.generate(b.model, b.tokenizer, prompt=b._prompt_ids(prompt), max_tokens=n)  # type: ignore[attr-defined]
+        return mlx_lm.generate(b.model, b.tokenizer, prompt=b.prompt_ids(prompt), max_tokens=n)
 
     return run_mlx
 
@@ -93,7 +93,7 @@ def framework_batch_speedup(b: lpca_models.Backend, prompts: list[str], n: int, 
         return float("nan")  # mlx_lm.generate has no batched form to compare with
     import torch
 
-    ids = [b._prompt_ids(p) for p in prompts]  # type: ignore[attr-defined]
+    ids = [b.prompt_ids(p) for p in prompts]
     pad = b._pad_id  # type: ignore[attr-defined]
     t = max(map(len, ids))
     x = torch.tensor([[pad] * (t - len(i)) + i for i in ids])

@@ -139,7 +139,7 @@ def layer_sweep(agent: Any, episodes: int, env_id: str, level: int, step: int) -
     t = time.perf_counter()
     states = [
         backend.forward(
-            backend._prompt_ids(sender_prompt(h)), capture=layers, positions=[-1], logits="none"
+            backend.prompt_ids(sender_prompt(h)), capture=layers, positions=[-1], logits="none"
         ).hidden
         for h in holders
     ]

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lpca_models.backend import Backend
 from lpca_models.errors import ModelError
 from lpca_models.types import GREEDY, PREFIX_MARKER, Conditioning, Generation, Sampling
@@ -104,6 +106,23 @@ class LMAgent:
             [{"role": "system", "content": system}, {"role": "user", "content": user}],
             add_generation_prompt=add_generation_prompt,
         )
+
+    def sender_prompt(self, family: str, view: str, role: str = "latent_sender") -> str:
+        """The chat prompt of a sender role for a family and view.
+
+        For ``latent_sender`` the family's ``latent_reply`` starts the assistant's turn, so
+        the last position is about to state the information.
+        """
+        text = self.prompt(Turn(family, role, {"view": view}))
+        if role == "latent_sender":
+            text += self.prompts.get(family, "latent_reply")
+        return text
+
+    def sender_states(self, family: str, view: str, layer: int, tail: int = 0) -> np.ndarray:
+        """The sender's hidden states ``[T, d]`` after block `layer` over its ``latent_sender`` prompt
+        (the last `tail` positions; 0: all). The one place serving (the latent channels) and
+        training (episode datasets) read a sender from, so the two cannot drift apart."""
+        return self.backend.sender_states(self.sender_prompt(family, view), layer, tail)
 
     def run(
         self, turns: Sequence[Turn], max_new_tokens: int | None = None, stop: Sequence[str] = ("\n\n",)

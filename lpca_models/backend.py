@@ -55,17 +55,54 @@ class Backend(ABC):
 
     info: ModelInfo
     timing: Timing
+    tokenizer: Any
+    """The transformers tokenizer: both frameworks read the same one, so ids and templates agree."""
+    _bos: str | None
 
     # -- text ------------------------------------------------------------------------
-    @abstractmethod
-    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        if not isinstance(text, str):
+            raise ModelError(f"tokenize expects str, got {type(text).__name__}")
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
-    @abstractmethod
-    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    @abstractmethod
     def _chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str | None:
         """The tokenizer's chat template applied, or None when the model has none."""
+        if not self.tokenizer.chat_template:
+            return None
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a prompt, with BOS added unless the text already starts with it."""
+        # Base tokenizers add BOS by themselves; a chat-templated prompt already starts with it.
+        add = not (self._bos and text.startswith(self._bos))
+        return self.tokenize(text, add_special_tokens=add)
+
+    def split_prompt(self, text: str) -> tuple[str, str | None]:
+        """Split at the prefix marker: (before, after) or (text, None) when absent."""
+        if PREFIX_MARKER not in text:
+            return text, None
+        before, _, after = text.partition(PREFIX_MARKER)
+        if PREFIX_MARKER in after:
+            raise ConditioningError(f"the prompt contains {PREFIX_MARKER!r} more than once")
+        return before, after
+
+    def marker_position(self, prompt: str) -> int:
+        """Where prefix rows go in `prompt` as `forward` and `generate` count positions (BOS
+        included): the token index of `PREFIX_MARKER`, or 0 when the prompt has none."""
+        before, after = self.split_prompt(prompt)
+        return len(self.prompt_ids(before)) if after is not None else 0
+
+    def sender_states(self, prompt: str, layer: int, tail: int = 0) -> np.ndarray:
+        """Hidden states ``[T, d]`` after block `layer` over `prompt` (its last `tail` positions;
+        0: all): what a sender's latent message is read from, in serving and in training alike."""
+        ids = self.prompt_ids(prompt)
+        positions = list(range(len(ids) - min(tail, len(ids)), len(ids))) if tail else None
+        return self.forward(ids, capture=[layer], positions=positions, logits="none").hidden[layer]
 
     def chat(
         self,
@@ -127,11 +164,8 @@ class Backend(ABC):
         cond = conditioning if conditioning is not None else Conditioning()
         if not isinstance(cond, Conditioning):
             raise ConditioningError(f"expected a Conditioning, got {type(cond).__name__}")
-        before, after = self._split_prompt(cond.text + prompt)
-        ids_a = self.tokenize(before) if cond.past is not None else self._prompt_ids(before)
-        ids_b = self.tokenize(after) if after is not None else []
-        pre = self._check_prefix(cond.prefix)
-        at = len(ids_a) if after is not None else 0
+        ids_a, ids_b, pre, marked = self._prompt_parts(prompt, cond)
+        at = len(ids_a) if marked else 0
         out = self.forward(
             ids_a + ids_b, prefix=pre, prefix_at=at, inject=cond.injections, past=cond.past, logits="last"
         )
@@ -141,10 +175,6 @@ class Backend(ABC):
     def eos_ids(self) -> frozenset[int]:
         """Token ids that end a generation (EOS and end-of-turn)."""
         return frozenset(getattr(self, "_eos", ()))
-
-    @abstractmethod
-    def _prompt_ids(self, text: str) -> list[int]:
-        """Token ids of a prompt, with BOS added unless the text already starts with it."""
 
     def resume(
         self, hidden: np.ndarray, layer: int, *, logits: str = "last", capture: Sequence[int] = ()
@@ -284,14 +314,33 @@ class Backend(ABC):
             )
         return past
 
-    def _split_prompt(self, text: str) -> tuple[str, str | None]:
-        """Split at the prefix marker: (before, after) or (text, None) when absent."""
-        if PREFIX_MARKER not in text:
-            return text, None
-        before, _, after = text.partition(PREFIX_MARKER)
-        if PREFIX_MARKER in after:
-            raise ConditioningError(f"the prompt contains {PREFIX_MARKER!r} more than once")
-        return before, after
+    def _prompt_parts(
+        self, prompt: str, cond: Conditioning
+    ) -> tuple[list[int], list[int], np.ndarray | None, bool]:
+        """(ids before the marker, ids after it, the checked prefix, whether the marker is there)
+        of `prompt` under `cond`, as `generate` and `prompt_logits` both build it."""
+        before, after = self.split_prompt(cond.text + prompt)
+        pre = self._check_prefix(cond.prefix)
+        # A continuation of a cached prefix must not restart the sequence with BOS.
+        ids_a = self.tokenize(before) if cond.past is not None else self.prompt_ids(before)
+        ids_b = self.tokenize(after) if after is not None else []
+        return ids_a, ids_b, pre, after is not None
+
+    def _check_generate(
+        self,
+        prompts: str | Sequence[str],
+        conditioning: Conditioning | Sequence[Conditioning] | None,
+        max_new_tokens: int,
+        sampling: Sampling,
+    ) -> tuple[list[str], list[Conditioning]]:
+        """Every `generate` argument checked: (prompts, one conditioning per prompt)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ModelError("prompts must be a str or a non-empty list of str")
+        check_sampling(sampling, max_new_tokens)
+        return prompts, self._conditionings(len(prompts), conditioning)
 
     def _conditionings(
         self, n: int, conditioning: Conditioning | Sequence[Conditioning] | None

@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the torch 
         'pip install -c constraints.txt "lpca[torch]"'
     ) from e
 
-from lpca_models.backend import Backend, check_sampling, first_stop, read_model_meta
+from lpca_models.backend import Backend, first_stop, read_model_meta
 from lpca_models.errors import ConditioningError, ModelError
 from lpca_models.types import (
     GREEDY,
@@ -93,26 +93,6 @@ class TorchBackend(Backend):
         self._bos = self.tokenizer.bos_token
 
     # -- text ------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        if not isinstance(text, str):
-            raise ModelError(f"tokenize expects str, got {type(text).__name__}")
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def _chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str | None:
-        if not self.tokenizer.chat_template:
-            return None
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def _prompt_ids(self, text: str) -> list[int]:
-        # Base tokenizers add BOS by themselves; a chat-templated prompt already starts with it.
-        add = not (self._bos and text.startswith(self._bos))
-        return self.tokenize(text, add_special_tokens=add)
-
     # -- arrays ----------------------------------------------------------------------
     def embed(self, ids: Sequence[int]) -> np.ndarray:
         ids = self._check_ids(ids)
@@ -140,6 +120,23 @@ class TorchBackend(Backend):
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
+
+    # -- training access: torch tensors that keep their graph ---------------------------
+    @property
+    def core(self) -> Any:
+        """The decoder body (``embed_tokens``, blocks, final norm) as an ``nn.Module``: codec training
+        runs it on ``inputs_embeds`` and reads ``last_hidden_state`` (final norm applied)."""
+        return self._core
+
+    @property
+    def blocks(self) -> Sequence[Any]:
+        """The decoder blocks; ``blocks[l - 1]``'s output is layer l's residual stream (hookable)."""
+        return self._layers
+
+    def head_logits(self, normed: torch.Tensor) -> torch.Tensor:
+        """LM head (and logit soft-capping) on final-normed states, differentiably (`unembed` is
+        this plus the final norm, as numpy)."""
+        return self._logits(normed)
 
     # -- forward -----------------------------------------------------------------------
     def forward(
@@ -253,29 +250,19 @@ class TorchBackend(Backend):
         sampling: Sampling = GREEDY,
         stop: Sequence[str] = (),
     ) -> list[Generation]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ModelError("prompts must be a str or a non-empty list of str")
-        check_sampling(sampling, max_new_tokens)
-        conds = self._conditionings(len(prompts), conditioning)
+        prompts, conds = self._check_generate(prompts, conditioning, max_new_tokens, sampling)
         with torch.inference_mode():
             rows = [self._row(p, c) for p, c in zip(prompts, conds)]
             return self._decode(rows, conds, max_new_tokens, sampling, tuple(stop))
 
     def _row(self, prompt: str, cond: Conditioning) -> tuple[torch.Tensor, list, int]:
         """Input embeddings of one prompt with its conditioning, its injections, its token count."""
-        before, after = self._split_prompt(cond.text + prompt)
-        pre = self._check_prefix(cond.prefix)
-        # A continuation of a cached prefix must not restart the sequence with BOS.
-        ids_a = self.tokenize(before) if cond.past is not None else self._prompt_ids(before)
-        ids_b = self.tokenize(after) if after is not None else []
+        ids_a, ids_b, pre, marked = self._prompt_parts(prompt, cond)
         parts = [self._embed(ids_a)] if ids_a else []
         if pre is not None:
             # at the marker, or before the whole prompt when there is none (as forward's prefix_at=0)
             parts.insert(
-                len(parts) if after is not None else 0,
+                len(parts) if marked else 0,
                 torch.as_tensor(pre, dtype=self._dtype, device=self.device),
             )
         if ids_b:

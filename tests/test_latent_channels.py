@@ -88,7 +88,7 @@ def test_graft_identity_with_the_receivers_own_activation_changes_nothing(tiny, 
     b = tiny.backend
     ctx = contexts(tiny, 1)[0]["B"]
     prompt = receiver_prompt(tiny, ctx, Conditioning())
-    ids = b._prompt_ids(prompt)
+    ids = b.prompt_ids(prompt)
     base = b.prompt_logits(prompt)
     for layer in (1, b.info.n_layers // 2, b.info.n_layers):
         chan = make_channel("activation-graft", source_layer=layer, target_layer=layer, mode="replace")
@@ -116,7 +116,7 @@ def test_cipher_at_temperature_zero_equals_feeding_the_greedy_tokens(tiny, exact
     text = b.detokenize(list(greedy))
     marked = receiver_prompt(tiny, ctx, Conditioning(prefix=soft))
     ids = (
-        b._prompt_ids(marked.split(PREFIX_MARKER)[0])
+        b.prompt_ids(marked.split(PREFIX_MARKER)[0])
         + list(greedy)
         + b.tokenize(marked.split(PREFIX_MARKER)[1])
     )
@@ -137,8 +137,8 @@ def test_kv_share_equals_one_forward_over_sender_then_receiver(tiny, exact):
         ),
         add_generation_prompt=False,
     )
-    joint = b._prompt_ids(sender_text) + b.tokenize(prompt)
-    assert cond.past.length == len(b._prompt_ids(sender_text))
+    joint = b.prompt_ids(sender_text) + b.tokenize(prompt)
+    assert cond.past.length == len(b.prompt_ids(sender_text))
     assert np.abs(b.prompt_logits(prompt, cond) - b.forward(joint).logits).max() <= 1e-4
 
 

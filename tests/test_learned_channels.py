@@ -416,3 +416,23 @@ def test_codecs_load_by_name_and_list_with_their_bits(tmp_path, tiny, monkeypatc
     assert rvq.gate["passed"] and rvq.base_model == tiny.backend.info.name
     out = CliRunner().invoke(train_app, ["list"])
     assert out.exit_code == 0 and "relay-rvq" in out.output and "passed 90%" in out.output, out.output
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("mlx", marks=needs_mlx)])
+@pytest.mark.parametrize("tail", [0, 5])
+def test_serving_and_training_read_bit_identical_sender_states(tmp_path, request, tiny, framework, tail):
+    """The channel's sender states (serving) and a training dataset's row (training) come from one
+    function, so for the same episode they are the same bits."""
+    from lpca_protocols.training.dataset import episode_row
+
+    agent = tiny if framework == "torch" else request.getfixturevalue("tiny_mlx")
+    path, _ = random_checkpoint(tmp_path / "c", tiny, tail=tail)
+    chan = make_channel("latent-prefix", checkpoint=str(path))
+    env = lpca_envs.make("lpca/SecretRelay-v0", level=0)
+    for seed in (0, 1, 2):
+        (row,) = contexts(agent, n=1, seed=seed)
+        served = chan.sender_states(row["A"])
+        trained = episode_row(env, seed, agent, chan.runner.spec.source_layer, tail)["hidden"]
+        assert served.dtype == trained.dtype == np.float32
+        assert served.shape == trained.shape and (not tail or len(served) == tail)
+        assert served.tobytes() == trained.tobytes()

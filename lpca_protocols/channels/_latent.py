@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 
 from lpca_envs import Message
 from lpca_models import Conditioning
-from lpca_models.agents import LMAgent, Turn
+from lpca_models.agents import LMAgent
 from lpca_protocols import codecs
 from lpca_protocols.channel import AgentContext, Channel, ChannelError, ChannelOptions, Requirement
 from lpca_protocols.codecs import CodecError
@@ -236,11 +236,7 @@ def sender_prompt(ctx: AgentContext, role: str = "latent_sender") -> str:
     For ``latent_sender`` the family's ``latent_reply`` starts the assistant's turn, so
     the last position is about to state the information.
     """
-    agent = lm(ctx)
-    text = agent.prompt(Turn(ctx.family, role, {"view": ctx.view}))
-    if role == "latent_sender":
-        text += agent.prompts.get(ctx.family, "latent_reply")
-    return text
+    return lm(ctx).sender_prompt(ctx.family, ctx.view, role)
 
 
 _TABLES: dict[tuple[str, str], np.ndarray] = {}

@@ -46,7 +46,7 @@ class CipherChannel(LatentChannel):
     def speak(self, ctx: AgentContext) -> np.ndarray:
         backend = lm(ctx).backend
         table = embedding_table(backend)
-        ids = backend._prompt_ids(sender_prompt(ctx, "sender"))
+        ids = backend.prompt_ids(sender_prompt(ctx, "sender"))
         stop = backend.eos_ids if self.options.stop_at_eos else frozenset()
         fwd = backend.forward(ids, return_past=True)
         out: list[np.ndarray] = []

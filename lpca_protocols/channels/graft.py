@@ -46,7 +46,7 @@ class GraftChannel(LatentChannel):
             k = check_layer(ctx, self.options.source_layer, "source_layer")
             backend = lm(ctx).backend
             prompt = sender_prompt(ctx)
-            ids = backend._prompt_ids(prompt)
+            ids = backend.prompt_ids(prompt)
             if self.options.source == "last":
                 fwd = backend.forward(ids, capture=[k], positions=[-1], logits="none")
                 out.append(fwd.hidden[k][0])
@@ -67,6 +67,6 @@ def view_span(backend: object, prompt: str, view: str, n_ids: int) -> tuple[int,
     start = prompt.find(view)
     if start < 0 or not view:
         return 0, n_ids
-    lo = len(backend._prompt_ids(prompt[:start]))  # type: ignore[attr-defined]
-    hi = len(backend._prompt_ids(prompt[: start + len(view)]))  # type: ignore[attr-defined]
+    lo = len(backend.prompt_ids(prompt[:start]))
+    hi = len(backend.prompt_ids(prompt[: start + len(view)]))
     return min(lo, n_ids - 1), max(min(hi, n_ids), min(lo, n_ids - 1) + 1)

@@ -56,7 +56,7 @@ class HiddenPacketChannel(LatentChannel):
         )
         out = []
         for prompt, g in zip(prompts, gens):
-            ids = backend._prompt_ids(prompt)
+            ids = backend.prompt_ids(prompt)
             toks = list(g.token_ids) or [next(iter(sorted(backend.eos_ids)), 0)]
             # the states that predicted each message token: the prompt's last position and every
             # message token but the last

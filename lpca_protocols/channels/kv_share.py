@@ -52,7 +52,7 @@ class KVShareChannel(LatentChannel):
             layers = self._layers(ctx)
             turn = Turn(ctx.family, "latent_sender", {"view": ctx.view})
             text = agent.prompt(turn, add_generation_prompt=False)
-            past = backend.forward(backend._prompt_ids(text), return_past=True, logits="none").past
+            past = backend.forward(backend.prompt_ids(text), return_past=True, logits="none").past
             assert past is not None
             lengths = {past.keys[i].shape[1] for i in layers}
             if len(lengths) != 1:

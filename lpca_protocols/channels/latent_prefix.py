@@ -28,7 +28,7 @@ import numpy as np
 
 from lpca_models import Conditioning, Injection
 from lpca_protocols.channel import AgentContext, ChannelError
-from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_layer, lm, sender_prompt
+from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_layer, lm
 from lpca_protocols.packet_codec import CheckpointError, CodecRunner, load_checkpoint, resolve
 
 
@@ -65,12 +65,9 @@ class LatentPrefixChannel(LatentChannel):
 
     def sender_states(self, ctx: AgentContext) -> np.ndarray:
         """The sender's hidden states [T, d] at the codec's layer over its prompt (the spec's tail)."""
-        backend = self._backend(ctx)
+        self._backend(ctx)
         layer = check_layer(ctx, self.runner.spec.source_layer, "the codec's source_layer")
-        ids = backend._prompt_ids(sender_prompt(ctx))  # type: ignore[attr-defined]
-        tail = self.runner.spec.tail
-        positions = list(range(len(ids) - min(tail, len(ids)), len(ids))) if tail else None
-        return backend.forward(ids, capture=[layer], positions=positions, logits="none").hidden[layer]  # type: ignore[attr-defined]
+        return lm(ctx).sender_states(ctx.family, ctx.view, layer, self.runner.spec.tail)
 
     def packet(self, ctx: AgentContext) -> np.ndarray:
         """The k x m continuous packet of one sender."""
@@ -108,8 +105,6 @@ def marker_positions(ctx: AgentContext, prefix: np.ndarray) -> tuple[int, ...]:
     """Positions of `prefix`'s rows in the receiver's answer prompt (at the marker, else first),
     counted as the backend's forward counts them (BOS included)."""
     agent = lm(ctx)
-    backend = agent.backend
     prompt = agent.prompt(agent.answer_turn(ctx.family, ctx.view, Conditioning(prefix=prefix)))
-    before, after = backend._split_prompt(prompt)  # type: ignore[attr-defined]
-    start = len(backend._prompt_ids(before)) if after is not None else 0  # type: ignore[attr-defined]
+    start = agent.backend.marker_position(prompt)
     return tuple(range(start, start + len(prefix)))

@@ -120,7 +120,6 @@ def episode_row(
     """One episode's training record: sender states, receiver prompt ids around the marker, target ids
     (and the teacher's answer distribution, for a P1 teacher)."""
     from lpca_protocols.channel import AgentContext
-    from lpca_protocols.channels._latent import sender_prompt
 
     obs, _ = env.reset(seed=seed)
     task = env.task
@@ -128,9 +127,7 @@ def episode_row(
     holder = next(a for a in env.possible_agents if a not in task.answerers)
     backend = agent.backend
     sender = AgentContext(holder, obs[holder]["view"], task, task.family, 1, env.budget, agent, answerer)
-    ids = backend._prompt_ids(sender_prompt(sender))
-    positions = list(range(len(ids) - min(tail, len(ids)), len(ids))) if tail else None
-    hidden = backend.forward(ids, capture=[layer], positions=positions, logits="none").hidden[layer]
+    hidden = agent.sender_states(task.family, sender.view, layer, tail)
     dummy = Conditioning(prefix=np.zeros((1, backend.info.hidden_size), np.float32))
     prompt = agent.prompt(agent.answer_turn(task.family, obs[answerer]["view"], dummy))
     before, _, after = prompt.partition(PREFIX_MARKER)
@@ -139,7 +136,7 @@ def episode_row(
     target = [*backend.tokenize(str(task.reference)), min(backend.eos_ids)]
     row = {
         "hidden": np.asarray(hidden, np.float32),
-        "before": np.asarray(backend._prompt_ids(before), np.int64),
+        "before": np.asarray(backend.prompt_ids(before), np.int64),
         "after": np.asarray(backend.tokenize(after), np.int64),
         "target": np.asarray(target, np.int64),
     }
@@ -161,7 +158,7 @@ def p1_teacher(sender: Any, receiver: Any, target: list[int], forward_view: bool
         receiver.received.append(msg)
     (cond,) = chan.receive([receiver])
     agent = receiver.agent
-    ids = agent.backend._prompt_ids(agent.prompt(agent.answer_turn(receiver.family, receiver.view, cond)))
+    ids = agent.backend.prompt_ids(agent.prompt(agent.answer_turn(receiver.family, receiver.view, cond)))
     logits = agent.backend.forward(ids + target[:-1], logits="all").logits[len(ids) - 1 :]  # [G, V]
     z = logits.astype(np.float64)
     logp = z - z.max(-1, keepdims=True)

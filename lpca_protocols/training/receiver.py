@@ -23,7 +23,7 @@ class Receiver:
 
     def __init__(self, backend: Any, spec: CodecSpec) -> None:
         self.backend, self.spec = backend, spec
-        self.core = backend.model.model
+        self.core = backend.core
         self.dtype = self.core.embed_tokens.weight.dtype
 
     def residual_sample(self, data: dict[str, Any], layer: int) -> Any:
@@ -107,7 +107,7 @@ class Receiver:
         tmask = torch.arange(g)[None] < data["target_len"][idx][:, None]
         pos = (torch.tensor(starts)[:, None] + torch.arange(g)[None]).clamp(max=t - 1)
         hs = h[torch.arange(b)[:, None], pos]
-        return self.backend._logits(hs).float(), tgt, tmask
+        return self.backend.head_logits(hs).float(), tgt, tmask
 
     @contextlib.contextmanager
     def injection(self, vectors: Any, at: list[int]) -> Iterator[Any]:
@@ -133,7 +133,7 @@ class Receiver:
                 h2 = put(spec.inject_layer, h)
                 return (h2, *out[1:]) if isinstance(out, tuple) else h2
 
-            handle = self.backend._layers[spec.inject_layer - 1].register_forward_hook(hook)
+            handle = self.backend.blocks[spec.inject_layer - 1].register_forward_hook(hook)
         try:
             yield put
         finally:

@@ -173,7 +173,7 @@ class _Run:
             real = hid[torch.arange(hid.shape[1])[None] < hl[:, None]]  # [positions, d]
             self.net.enc.mu.copy_(real.mean(0))
             self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
-            table = backend._embed(list(range(backend.info.vocab_size))).float()
+            table = torch.from_numpy(backend.input_embeddings())
             if spec.bounded:
                 inject = spec.inject_layer
                 target = table if not inject else self.receiver.residual_sample(self.train, inject)
