@@ -12,25 +12,51 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lpca_envs.errors import LPCAError
 
-#: Keys every episode record carries (the runner writes more; these are the ones read back).
-RECORD_KEYS: tuple[str, ...] = (
-    "task_id",
-    "seed",
-    "success",
-    "bits",
-    "info_bits",
-    "tokens_generated",
-    "prompt_tokens",
-    "forward_passes",
-    "time_sender_s",
-    "time_channel_s",
-    "time_receiver_s",
-)
+#: A field some older logs lack: `read_episodes` does not require it.
+_LATER = {"later": True}
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """What one episode produced: the runner builds it, `episodes.jsonl` holds it as one JSON
+    object (keys in this order), `read_episodes` checks it. Per-episode times, token counts
+    and forward passes are the batch's divided by its episodes."""
+
+    task_id: str
+    seed: int
+    success: bool
+    score: float = field(metadata=_LATER)
+    detail: str = field(metadata=_LATER)
+    """The verifier's explanation ("no answer" when none came)."""
+    answer: str | None = field(metadata=_LATER)
+    messages: list[dict[str, Any]] = field(metadata=_LATER)
+    """One entry per message sent: round, sender, bits, kind, delivered."""
+    bits: int
+    """Bits delivered in the episode (what the budget counts)."""
+    info_bits: float
+    tokens_generated: int
+    prompt_tokens: int
+    forward_passes: int
+    time_sender_s: float
+    time_channel_s: float
+    time_receiver_s: float
+    violations: list[dict[str, Any]] = field(metadata=_LATER)
+    diagnostics: dict[str, Any] = field(metadata=_LATER)
+    """Channel measurements (symbols sent, payload sensitivity...), not part of the protocol."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of this record (the same objects, not copies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: Keys every episode record carries and `read_episodes` checks (the fields not marked `_LATER`).
+RECORD_KEYS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord) if not f.metadata.get("later"))
 
 
 class EpisodeLogError(LPCAError, ValueError):
@@ -89,11 +115,12 @@ def complete_bytes(path: str | Path) -> bytes:
     return data[: data.rfind(b"\n") + 1]
 
 
-def append_episodes(path: str | Path, records: list[dict[str, Any]]) -> None:
+def append_episodes(path: str | Path, records: list[EpisodeRecord] | list[dict[str, Any]]) -> None:
     """Append `records` with one write, then fsync: whole lines, or a torn last one, never worse."""
     if not records:
         return
-    blob = "".join(json.dumps(r) + "\n" for r in records).encode()
+    rows = [r.as_dict() if isinstance(r, EpisodeRecord) else r for r in records]
+    blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         view = memoryview(blob)

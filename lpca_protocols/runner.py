@@ -24,7 +24,7 @@ from lpca_envs import Budget, Message
 from lpca_envs.errors import LPCAError
 from lpca_models.agents import LMAgent, extract_answer
 from lpca_protocols.channel import AgentContext, Channel, ChannelError, Requirement
-from lpca_protocols.episode_log import append_episodes, read_episodes, write_atomic
+from lpca_protocols.episode_log import EpisodeRecord, append_episodes, read_episodes, write_atomic
 from lpca_protocols.plugins import make_channel
 from lpca_protocols.stats import wilson
 
@@ -166,7 +166,7 @@ def run(
         batch = seeds[start : start + cfg.batch_size]
         answer_tokens = max(cfg.max_new_tokens, family.answer_tokens)
         recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, answer_tokens)
-        records.extend(recs)
+        records.extend(r.as_dict() for r in recs)
         if run_dir is not None:
             append_episodes(run_dir / "episodes.jsonl", recs)
         if progress is not None:
@@ -201,10 +201,42 @@ def resume_run_dir(run_dir: Path, cfg: RunConfig) -> list[dict[str, Any]]:
     return []
 
 
+@dataclass
+class _Batch:
+    """Episodes run in lockstep, between the phases of `_run_batch`."""
+
+    envs: list
+    seeds: list[int]
+    tasks: list
+    ctxs: list[dict[str, AgentContext]]
+    """Per episode, each agent's context."""
+    agent: LMAgent
+    family: str
+    phase: dict[str, float] = field(default_factory=lambda: {"sender": 0.0, "channel": 0.0, "receiver": 0.0})
+    passes: list[int] = field(default_factory=list)
+    messages: list[list[dict[str, Any]]] = field(default_factory=list)
+    answers: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.passes = [0] * len(self.envs)
+        self.messages = [[] for _ in self.envs]
+
+
 def _run_batch(
     envs: list, seeds: list[int], chan: Channel, agent: LMAgent, family: str, max_answer_tokens: int
-) -> list[dict[str, Any]]:
-    n = len(envs)
+) -> list[EpisodeRecord]:
+    """One batch of episodes, phase by phase (ARCHITECTURE's "one episode, end to end")."""
+    batch = _reset(envs, seeds, agent, family)
+    gen0 = agent.backend.timing.generated_tokens, agent.backend.timing.prompt_tokens
+    for r in range(1, chan.rounds + 1):
+        _send_round(batch, chan, r)
+    _receive_and_answer(batch, chan, max_answer_tokens)
+    gen1 = agent.backend.timing.generated_tokens - gen0[0], agent.backend.timing.prompt_tokens - gen0[1]
+    return _records(batch, gen1)
+
+
+def _reset(envs: list, seeds: list[int], agent: LMAgent, family: str) -> _Batch:
+    """Reset every env to its seed; each agent's context (view, task, budget, peer)."""
     obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
     tasks = [env.task for env in envs]
     ctxs: list[dict[str, AgentContext]] = []
@@ -218,89 +250,94 @@ def _run_batch(
                 a, ob[a]["view"], task, family, 0, env.budget, agent, peer, is_answerer=a in task.answerers
             )
         ctxs.append(row)
-    phase = {"sender": 0.0, "channel": 0.0, "receiver": 0.0}
-    tokens = [0] * n
-    prompt_tokens = [0] * n
-    passes = [0] * n
-    gen0 = agent.backend.timing.generated_tokens, agent.backend.timing.prompt_tokens
-    messages: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    for r in range(1, chan.rounds + 1):
-        flat = [(i, c) for i in range(n) for c in ctxs[i].values()]
-        for _, c in flat:
-            c.round = r
-        t = time.perf_counter()
-        before = agent.backend.timing.forward_passes
-        sent = chan.send([c for _, c in flat])
-        phase["sender"] += time.perf_counter() - t
-        calls = agent.backend.timing.forward_passes - before
-        if not chan.batched_send:  # one forward sequence per sender: each episode's share
-            calls = -(-calls // max(1, sum(m is not None for m in sent)))
-        t = time.perf_counter()
-        actions: list[dict[str, Any]] = [{} for _ in range(n)]
-        for (i, c), msg in zip(flat, sent):
-            if msg is not None:
-                if not isinstance(msg, Message):
-                    raise ChannelError(
-                        f"channel {chan.name!r} returned {type(msg).__name__}, expected Message or None"
-                    )
-                actions[i][c.name] = {"message": msg}
-                c.sent.append(msg)
-                passes[i] += calls
-        for i, env in enumerate(envs):
-            if not env.agents:
-                continue
-            ob, *_ = env.step(actions[i])
-            for a, o in ob.items():
-                ctxs[i][a].received.extend(o["inbox"])
-            for a, act in actions[i].items():
-                m = act["message"]
-                delivered = any(d.message is m for d in env.transcript)
-                messages[i].append(
-                    {"round": r, "sender": a, "bits": m.bits, "kind": m.kind, "delivered": delivered}
+    return _Batch(envs, seeds, tasks, ctxs, agent, family)
+
+
+def _send_round(b: _Batch, chan: Channel, r: int) -> None:
+    """Round `r`: every agent's `channel.send`, then each env steps with the messages (delivery)."""
+    n, timing = len(b.envs), b.agent.backend.timing
+    flat = [(i, c) for i in range(n) for c in b.ctxs[i].values()]
+    for _, c in flat:
+        c.round = r
+    t = time.perf_counter()
+    before = timing.forward_passes
+    sent = chan.send([c for _, c in flat])
+    b.phase["sender"] += time.perf_counter() - t
+    calls = timing.forward_passes - before
+    if not chan.batched_send:  # one forward sequence per sender: each episode's share
+        calls = -(-calls // max(1, sum(m is not None for m in sent)))
+    t = time.perf_counter()
+    actions: list[dict[str, Any]] = [{} for _ in range(n)]
+    for (i, c), msg in zip(flat, sent):
+        if msg is not None:
+            if not isinstance(msg, Message):
+                raise ChannelError(
+                    f"channel {chan.name!r} returned {type(msg).__name__}, expected Message or None"
                 )
-        phase["channel"] += time.perf_counter() - t
-    answer_ctxs = [(i, ctxs[i][a]) for i in range(n) for a in tasks[i].answerers if envs[i].agents]
+            actions[i][c.name] = {"message": msg}
+            c.sent.append(msg)
+            b.passes[i] += calls
+    for i, env in enumerate(b.envs):
+        if not env.agents:
+            continue
+        ob, *_ = env.step(actions[i])
+        for a, o in ob.items():
+            b.ctxs[i][a].received.extend(o["inbox"])
+        for a, act in actions[i].items():
+            m = act["message"]
+            delivered = any(d.message is m for d in env.transcript)
+            b.messages[i].append(
+                {"round": r, "sender": a, "bits": m.bits, "kind": m.kind, "delivered": delivered}
+            )
+    b.phase["channel"] += time.perf_counter() - t
+
+
+def _receive_and_answer(b: _Batch, chan: Channel, max_answer_tokens: int) -> None:
+    """`channel.receive` for every answerer, then its answer (one batched generation), then the verifier."""
+    answer_ctxs = [
+        (i, b.ctxs[i][a]) for i in range(len(b.envs)) for a in b.tasks[i].answerers if b.envs[i].agents
+    ]
     t = time.perf_counter()
     conds = chan.receive([c for _, c in answer_ctxs])
     # diagnostics (e.g. payload sensitivity) are measurements, not part of the protocol's latency
     diag = sum(float(c.diagnostics.get("diagnostic_time_s", 0.0)) for _, c in answer_ctxs)
-    phase["channel"] += time.perf_counter() - t - diag
+    b.phase["channel"] += time.perf_counter() - t - diag
     t = time.perf_counter()
-    turns = [agent.answer_turn(family, c.view, cond) for (_, c), cond in zip(answer_ctxs, conds)]
-    gens = agent.run(turns, max_new_tokens=max_answer_tokens)
-    phase["receiver"] += time.perf_counter() - t
-    answers: dict[int, str] = {}
+    turns = [b.agent.answer_turn(b.family, c.view, cond) for (_, c), cond in zip(answer_ctxs, conds)]
+    gens = b.agent.run(turns, max_new_tokens=max_answer_tokens)
+    b.phase["receiver"] += time.perf_counter() - t
     for (i, c), g in zip(answer_ctxs, gens):
-        answers[i] = extract_answer(g.text)
-        envs[i].step({c.name: {"answer": answers[i]}})
-        passes[i] += g.forward_passes
-    gen1 = agent.backend.timing.generated_tokens - gen0[0], agent.backend.timing.prompt_tokens - gen0[1]
-    for i in range(n):
-        tokens[i] = gen1[0] // n
-        prompt_tokens[i] = gen1[1] // n
+        b.answers[i] = extract_answer(g.text)
+        b.envs[i].step({c.name: {"answer": b.answers[i]}})
+        b.passes[i] += g.forward_passes
+
+
+def _records(b: _Batch, generated: tuple[int, int]) -> list[EpisodeRecord]:
+    """One record per episode; tokens and times are the batch's shared evenly."""
+    n = len(b.envs)
     out = []
-    for i, (env, task, s) in enumerate(zip(envs, tasks, seeds)):
+    for i, (env, task, s) in enumerate(zip(b.envs, b.tasks, b.seeds)):
         v = env.verdict
         out.append(
-            {
-                "task_id": task.task_id,
-                "seed": s,
-                "success": bool(v and v.success),
-                "score": v.score if v else 0.0,
-                "detail": v.detail if v else "no answer",
-                "answer": answers.get(i),
-                "messages": messages[i],
-                "bits": env.episode_bits,
-                "info_bits": task.info_bits,
-                "tokens_generated": tokens[i],
-                "prompt_tokens": prompt_tokens[i],
-                "forward_passes": passes[i],
-                "time_sender_s": phase["sender"] / n,
-                "time_channel_s": phase["channel"] / n,
-                "time_receiver_s": phase["receiver"] / n,
-                "violations": [vi.as_dict() for vi in env.violations],
-                "diagnostics": {k: v for c in ctxs[i].values() for k, v in c.diagnostics.items()},
-            }
+            EpisodeRecord(
+                task_id=task.task_id,
+                seed=s,
+                success=bool(v and v.success),
+                score=v.score if v else 0.0,
+                detail=v.detail if v else "no answer",
+                answer=b.answers.get(i),
+                messages=b.messages[i],
+                bits=env.episode_bits,
+                info_bits=task.info_bits,
+                tokens_generated=generated[0] // n,
+                prompt_tokens=generated[1] // n,
+                forward_passes=b.passes[i],
+                time_sender_s=b.phase["sender"] / n,
+                time_channel_s=b.phase["channel"] / n,
+                time_receiver_s=b.phase["receiver"] / n,
+                violations=[vi.as_dict() for vi in env.violations],
+                diagnostics={k: v for c in b.ctxs[i].values() for k, v in c.diagnostics.items()},
+            )
         )
     return out
 
