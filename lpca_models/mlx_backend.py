@@ -10,7 +10,7 @@ scale the model applies (Gemma's sqrt(d), rounded through bfloat16 by mlx-lm) is
 already in `embed` and is not applied twice to prefix vectors. `embed` itself runs
 the model's own embedding path and stops at block 0, so it assumes (as for llama,
 qwen2 and gemma3) that nothing but embedding and scaling happens before block 0.
-transformers-5 configs are read through `mlx_config_overrides` (mlx-lm 0.32 would
+transformers-5 configs are read through `zoo.mlx_compat_keys` (mlx-lm 0.32 would
 otherwise ignore the nested RoPE settings).
 
 Generation is really batched: left-padded rows share one pass, with mlx-lm's
@@ -61,6 +61,7 @@ from lpca_models.types import (
     Sampling,
     Timing,
 )
+from lpca_models.zoo import mlx_compat_keys
 
 _DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 _EMBED_CHUNK = 16384
@@ -80,7 +81,7 @@ class MlxBackend(Backend):
         meta = read_model_meta(path)
         cfg = json.loads((path / "config.json").read_text())
         try:
-            self.model, wrapper = mlx_lm.load(str(path), model_config=mlx_config_overrides(cfg))
+            self.model, wrapper = mlx_lm.load(str(path), model_config=mlx_compat_keys(cfg))
         except (ValueError, FileNotFoundError) as e:
             raise ModelError(f"mlx-lm cannot load {path}: {e}") from e
         self.model.set_dtype(_DTYPES[dtype])
@@ -491,29 +492,5 @@ def _eos_ids(path: Path, cfg: dict, tokenizer_eos: int | None) -> set[int]:
     return ids
 
 
-def mlx_config_overrides(cfg: dict) -> dict:
-    """Flat config keys mlx-lm reads, derived from a transformers-5 ``config.json``.
-
-    transformers 5 writes RoPE settings only as nested ``rope_parameters``; mlx-lm
-    would silently fall back to its defaults (e.g. theta 1e4 for SmolLM2, which
-    needs 1e5). Gemma-3's sliding/global layout comes from ``layer_types``.
-    """
-    out: dict[str, Any] = {}
-    rp = cfg.get("rope_parameters") or {}
-    full = rp.get("full_attention", rp)
-    if "rope_theta" in full:
-        out["rope_theta"] = full["rope_theta"]
-    if full.get("rope_type", "default") != "default" and not cfg.get("rope_scaling"):
-        out["rope_scaling"] = dict(full)
-    if "rope_theta" in rp.get("sliding_attention", {}):
-        out["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
-    types = cfg.get("layer_types")
-    if cfg.get("model_type") == "gemma3_text" and types:
-        period = types.index("full_attention") + 1 if "full_attention" in types else len(types) + 1
-        expect = ["sliding_attention"] * len(types)
-        for i in range(period - 1, len(types), period):
-            expect[i] = "full_attention"
-        if expect != types:
-            raise ModelError(f"mlx-lm's gemma3 needs a periodic sliding/full layer pattern, got {types}")
-        out["sliding_window_pattern"] = period
-    return out
+#: The one derivation of the flat keys mlx-lm reads (`zoo.mlx_compat_keys`), under its old name.
+mlx_config_overrides = mlx_compat_keys

@@ -55,6 +55,7 @@ from lpca_models._zoo_sources import (
     _versions,
     missing_package_error,
 )
+from lpca_models.cache import user_cache_dir
 from lpca_models.errors import MissingPackageError, ModelError, ModelPackageError, UnknownModelError
 
 FORMAT_VERSION = 1
@@ -220,12 +221,7 @@ def get_spec(model: str | Path) -> ModelSpec:
 
 def cache_root() -> Path:
     """Where converted models live: ``$LPCA_CACHE_DIR``, else the XDG cache dir + ``lpca/models``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "lpca" / "models"
+    return user_cache_dir("models", CACHE_ENV)
 
 
 def cached_path(model: str | Path | ModelSource, cache_root: Path | str | None = None) -> Path | None:

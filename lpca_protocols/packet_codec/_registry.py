@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpca_models.cache import user_cache_dir
 from lpca_protocols.packet_codec._checkpoint import CONFIG, load_checkpoint
 from lpca_protocols.packet_codec._spec import CheckpointError
 
@@ -38,12 +39,7 @@ class UnknownCheckpointError(CheckpointError):
 
 def codecs_dir() -> Path:
     """Where published codecs live: ``$LPCA_CODECS_DIR``, else the XDG cache dir + ``lpca/codecs``."""
-    env = os.environ.get(CODECS_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "lpca" / "codecs"
+    return user_cache_dir("codecs", CODECS_ENV)
 
 
 def check_name(name: str) -> str:
