@@ -368,7 +368,8 @@ def calibrate(
         out.print(f"Markdown: {cal.write_markdown(markdown_path, rows, command)}")
 
 
-from lpca_protocols.sweep.cli import leaderboard, sweep  # noqa: E402  (light: no framework import)
+from lpca_protocols.leaderboard.cli import leaderboard  # noqa: E402  (light: no framework import)
+from lpca_protocols.sweep.cli import sweep  # noqa: E402
 from lpca_protocols.training.cli import train_app  # noqa: E402  (light: imports torch lazily)
 from lpca_protocols.wire.serve_cli import serve  # noqa: E402  (light: imports models lazily)
 
