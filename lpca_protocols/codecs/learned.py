@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lpca_protocols.codecs import quantize
 from lpca_protocols.codecs.base import Codec, as_float_array, check_shape
 from lpca_protocols.codecs.bitpack import pack, unpack
 from lpca_protocols.codecs.errors import CodebookError, CodecError
@@ -296,10 +297,7 @@ class LearnedCodec(Codec):
 
 def _nearest(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Index of the nearest row of `table` [K, g] for each row of `x` [m, g] (squared euclidean)."""
-    scores = x @ table.T
-    scores *= -2
-    scores += np.einsum("ij,ij->i", table, table)[None, :]
-    return scores.argmin(axis=1)
+    return quantize.nearest(x, table, form="expanded", dtype=np.float32)
 
 
 class VQ(LearnedCodec):
@@ -321,17 +319,12 @@ class RVQ(LearnedCodec):
 
     def _indices(self, x: np.ndarray) -> np.ndarray:
         books = self.codebook.arrays["codebooks"]
-        r = x.reshape(-1, self.codebook.group).copy()
-        out = np.empty((len(r), len(books)), np.int64)
-        for s, book in enumerate(books):  # stages are sequential by definition; each is vectorized
-            out[:, s] = _nearest(r, book)
-            r -= book[out[:, s]]
-        return out.reshape(-1)
+        rows = x.reshape(-1, self.codebook.group)
+        return quantize.residual(rows, list(books), form="expanded", dtype=np.float32).reshape(-1)
 
     def _reconstruct(self, idx: np.ndarray, n: int) -> np.ndarray:
         books = self.codebook.arrays["codebooks"]
-        i = idx.reshape(-1, len(books))
-        return books[np.arange(len(books)), i].sum(axis=1).reshape(n, -1)
+        return quantize.residual_lookup(books, idx.reshape(-1, len(books))).reshape(n, -1)
 
 
 class FSQ(LearnedCodec):
@@ -341,27 +334,15 @@ class FSQ(LearnedCodec):
     name = "fsq"
     kind = "fsq"
 
-    def _consts(self) -> tuple[np.ndarray, ...]:
-        levels = self.codebook.arrays["levels"]
-        basis = np.cumprod(np.concatenate([[1], levels[:-1]])).astype(np.int64)
-        half_l = (levels - 1) * (1 + 1e-3) / 2
-        offset = np.where(levels % 2 == 0, 0.5, 0.0)
-        return levels, basis, half_l.astype(np.float32), offset.astype(np.float32)
-
     def _indices(self, x: np.ndarray) -> np.ndarray:
         a = self.codebook.arrays
-        levels, basis, half_l, offset = self._consts()
         z = x.reshape(-1, self.codebook.group) @ a["w_in"].T + a["b_in"]
         # vector_quantize_pytorch's FSQ.bound: tanh squashing, then rounding to the level grid.
-        bounded = np.tanh(z + np.arctanh(offset / half_l)) * half_l - offset
-        level = np.round(bounded).astype(np.int64) + levels // 2
-        return (np.clip(level, 0, levels - 1) * basis).sum(axis=1)
+        return quantize.fsq_indices(z, a["levels"], clip=True)
 
     def _reconstruct(self, idx: np.ndarray, n: int) -> np.ndarray:
         a = self.codebook.arrays
-        levels, basis, _, _ = self._consts()
-        half = levels // 2
-        codes = ((idx[:, None].astype(np.int64) // basis) % levels - half) / half
+        codes = quantize.fsq_codes(idx, a["levels"])
         return (codes.astype(np.float32) @ a["w_out"].T + a["b_out"]).reshape(n, -1)
 
 

@@ -1,11 +1,16 @@
 """The numpy quantizer of a codebook codec: the one both frameworks' receivers use, so they see
-the same symbols (`PacketNet.nearest` / `rows` and `CodecRunner.quantize` / `rows` call it)."""
+the same symbols (`PacketNet.nearest` / `rows` and `CodecRunner.quantize` / `rows` call it).
+
+The maths is `lpca_protocols.codecs.quantize`, shared with the tensor codecs; this codec runs it
+in float64 with direct squared distances and unclipped FSQ levels (its checkpoints' symbols).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lpca_protocols.packet_codec._spec import CodecSpec, fsq_tables
+from lpca_protocols.codecs import quantize as kernels
+from lpca_protocols.packet_codec._spec import CodecSpec
 
 QUANT_KEYS = ("codebook", "fsq.w_in", "fsq.b_in", "fsq.w_out", "fsq.b_out")
 
@@ -17,19 +22,12 @@ def quantize(spec: CodecSpec, tables: dict[str, np.ndarray], packets: np.ndarray
     b, k = p.shape[:2]
     if spec.quantizer == "fsq":
         z = p @ tables["fsq.w_in"].astype(np.float64).T + tables["fsq.b_in"]  # [B, k, n]
-        half_l, offset, shift, basis = fsq_tables(spec.fsq_levels)
-        level = np.rint(np.tanh(z + shift) * half_l - offset).astype(np.int64)
-        level += np.asarray(spec.fsq_levels, np.int64) // 2  # 0 .. L-1 per dimension
-        return (level * basis).sum(-1)
-    cb = tables["codebook"].astype(np.float64)
+        return kernels.fsq_indices(z, spec.fsq_levels, clip=False)
+    cb = tables["codebook"]  # vq: [k, K, m], one codebook per slot; rvq: [k, Q, K, m]
     if spec.quantizer == "vq":
-        return ((p[:, :, None, :] - cb[None]) ** 2).sum(-1).argmin(-1)
-    out = np.zeros((b, k, spec.rvq_levels), np.int64)
-    slots = np.arange(k)[None]
-    for q in range(spec.rvq_levels):  # greedy residual coding, as ResidualVQ trains it
-        out[:, :, q] = ((p[:, :, None, :] - cb[None, :, q]) ** 2).sum(-1).argmin(-1)
-        p = p - cb[:, q][slots, out[:, :, q]]
-    return out.reshape(b, k * spec.rvq_levels)
+        return kernels.nearest(p, cb, form="direct", dtype=np.float64)
+    stages = [cb[:, q] for q in range(spec.rvq_levels)]
+    return kernels.residual(p, stages, form="direct", dtype=np.float64).reshape(b, k * spec.rvq_levels)
 
 
 def dequantize(spec: CodecSpec, tables: dict[str, np.ndarray], symbols: np.ndarray) -> np.ndarray:
@@ -37,14 +35,10 @@ def dequantize(spec: CodecSpec, tables: dict[str, np.ndarray], symbols: np.ndarr
     idx = np.asarray(symbols, np.int64)
     b, k = len(idx), spec.k
     if spec.quantizer == "fsq":
-        lv = np.asarray(spec.fsq_levels, np.int64)
-        half = lv // 2
-        codes = ((idx[..., None] // fsq_tables(spec.fsq_levels)[3]) % lv - half) / half  # [B, k, n]
+        codes = kernels.fsq_codes(idx, spec.fsq_levels)  # [B, k, n]
         out = codes.astype(np.float32) @ tables["fsq.w_out"].T + tables["fsq.b_out"]
         return out.astype(np.float32)
     cb = tables["codebook"]
     if spec.quantizer == "vq":
-        return cb[np.arange(k)[None], idx]
-    q = spec.rvq_levels
-    rows = cb[np.arange(k)[None, :, None], np.arange(q)[None, None], idx.reshape(b, k, q)]  # [B, k, Q, m]
-    return rows.sum(2, dtype=np.float32)
+        return kernels.lookup(cb, idx)
+    return kernels.residual_lookup(cb, idx.reshape(b, k, spec.rvq_levels), np.float32)

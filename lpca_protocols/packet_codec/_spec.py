@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lpca_protocols.channel import ChannelError
+from lpca_protocols.codecs.quantize import fsq_constants
 
 
 class CheckpointError(ChannelError):
@@ -173,8 +174,4 @@ def check_fsq_levels(levels: Any, error: type[Exception]) -> tuple[int, ...]:
 
 def fsq_tables(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(half_l, offset, shift, basis): the constants of vector-quantize-pytorch's FSQ bound (float64)."""
-    lv = np.asarray(levels, np.float64)
-    half_l = (lv - 1) * (1 + 1e-3) / 2
-    offset = np.where(np.asarray(levels) % 2 == 0, 0.5, 0.0)
-    shift = np.arctanh(offset / half_l)
-    return half_l, offset, shift, np.cumprod([1, *levels[:-1]]).astype(np.int64)
+    return fsq_constants(levels, np.float64)
