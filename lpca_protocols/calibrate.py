@@ -214,11 +214,13 @@ def calibrate(
     *,
     batch_size: int = 8,
     max_new_tokens: int = 24,
+    on_row: Callable[[CalibrationRow], None] | None = None,
 ) -> list[CalibrationRow]:
     """The competence table of `model` on `cells` (default: every env at every level).
 
     `agent` is a ready `LMAgent` (else `model` is loaded once with `backend`);
-    `max_new_tokens` bounds answers, as in the runner.
+    `max_new_tokens` bounds answers, as in the runner. `on_row` is called with each row as
+    soon as its cell is done (in cell order), so a long table can be saved as it grows.
     """
     cells = _check(cells, episodes, seed)
     if agent is None:
@@ -273,6 +275,8 @@ def calibrate(
         rows.append(
             CalibrationRow(**head, episodes=episodes, columns=columns, info_bits=info_bits, skipped=reason)
         )
+        if on_row is not None:
+            on_row(rows[-1])
         done += per_cell
         tick(0, f"{family.name} L{level} done")
     return rows
@@ -472,16 +476,20 @@ def write_json(path: str | Path, rows: Sequence[CalibrationRow], command: str | 
         "criteria": {"skyline_min": SKYLINE_MIN, "p0_margin": P0_MARGIN, "oracle_text_min": ORACLE_TEXT_MIN},
         "rows": [r.to_dict() for r in rows],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    return _write_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_markdown(path: str | Path, rows: Sequence[CalibrationRow], command: str | None = None) -> Path:
+    return _write_atomic(path, markdown(rows, command))
+
+
+def _write_atomic(path: str | Path, text: str) -> Path:
+    """Write through a temporary file and rename: a reader (or a kill) never sees half a table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(markdown(rows, command))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 

@@ -307,8 +307,12 @@ def calibrate(
     backend: str = typer.Option("torch", help="torch or mlx."),
     batch_size: int = typer.Option(8, min=1, help="Episodes per batched model call."),
     max_new_tokens: int = typer.Option(24, min=1, help="Longest answer, in tokens."),
-    json_path: str = typer.Option(None, "--json", help="Write every row (and per-episode outcomes) here."),
-    markdown_path: str = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+    json_path: str = typer.Option(
+        None, "--json", help="Write every row (and per-episode outcomes) here, as each cell finishes."
+    ),
+    markdown_path: str = typer.Option(
+        None, "--markdown", help="Write the table as Markdown here (rewritten as each cell finishes)."
+    ),
     sandbox: str = typer.Option(
         None, help="Code tasks: docker, bwrap or process (default: docker, else bwrap)."
     ),
@@ -345,6 +349,17 @@ def calibrate(
             def progress(done: int, total: int, what: str) -> None:
                 bar.update(task, completed=done, total=total, description=what)
 
+            done: list[cal.CalibrationRow] = []
+
+            def on_row(row: cal.CalibrationRow) -> None:
+                # Each finished cell is saved at once (the files hold the rows so far), so an
+                # interrupted hour-long table keeps what it measured.
+                done.append(row)
+                if json_path:
+                    cal.write_json(json_path, done, command)
+                if markdown_path:
+                    cal.write_markdown(markdown_path, done, command)
+
             rows = cal.calibrate(
                 model,
                 cells,
@@ -354,6 +369,7 @@ def calibrate(
                 progress=progress,
                 batch_size=batch_size,
                 max_new_tokens=max_new_tokens,
+                on_row=on_row,
             )
     except (LPCAError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -213,3 +213,18 @@ def test_cli_rejects_an_unknown_model():
         app, ["calibrate", "--model", "gpt9", "--env", "lpca/SecretRelay-v0"], env={"COLUMNS": "200"}
     )
     assert res.exit_code == 2 and "unknown model 'gpt9'" in res.output
+
+
+def test_each_row_is_handed_over_as_soon_as_its_cell_is_done(agent, tmp_path):
+    seen = []
+
+    def on_row(row):
+        seen.append(row)
+        # the row arrives before the next cell starts: the file written here holds the rows so far
+        cal.write_markdown(tmp_path / "so_far.md", seen)
+        assert (tmp_path / "so_far.md").read_text().count("| tiny-random-llama |") == len(seen)
+
+    out = calibrate(TINY, CELLS, episodes=2, agent=agent, on_row=on_row)
+    assert [(r.env_id, r.level) for r in seen] == CELLS
+    assert seen == out
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed
