@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pytest
+from procs import gone
 
 from lpca_envs.code.sandbox import Limits, open_sandbox, unavailable_reason
 
@@ -31,28 +32,6 @@ def sandbox(request):
         assert sb.containers() == [], "a sandbox container outlived the suite"
 
 
-def _host_pids_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if token.encode() in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def _gone(token: str, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while _host_pids_with(token):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def hostile(sb, body: str, timeout: float = 3.0, **limits):
     """Run `body` as ``python3 -c``; return (result, token). The token tags every process it makes."""
     token = f"lpca{uuid.uuid4().hex[:12]}"
@@ -64,7 +43,7 @@ def test_fork_bomb(sandbox):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     r, tok = hostile(sandbox, bomb)
     assert r.timed_out and r.duration < 6, r
-    assert _gone(tok), "fork bomb processes survived the run"
+    assert gone(tok), "fork bomb processes survived the run"
     assert subprocess.run(["true"]).returncode == 0  # the host can still fork
 
 
@@ -162,13 +141,13 @@ def test_memory_blowup_is_stopped(sandbox):
     assert r.oom and r.exit_code != 0 and not r.timed_out, r
     r, _ = hostile(sandbox, "x = bytearray(8 * 1024 ** 3)")
     assert r.oom, r
-    assert _gone(tok)
+    assert gone(tok)
 
 
 def test_infinite_loop_is_killed_at_the_timeout(sandbox):
     r, tok = hostile(sandbox, "while True:\n    pass", timeout=1.5)
     assert r.timed_out and 1.4 < r.duration < 4, r
-    assert _gone(tok)
+    assert gone(tok)
 
 
 def test_a_gigabyte_of_stdout_is_cut_at_the_cap(sandbox):
@@ -177,13 +156,13 @@ def test_a_gigabyte_of_stdout_is_cut_at_the_cap(sandbox):
     r, tok = hostile(sandbox, body, timeout=20, output_bytes=100_000)
     assert r.output_truncated and len(r.stdout) == 100_000 and not r.timed_out, r.summary()
     assert time.monotonic() - start < 10
-    assert _gone(tok)
+    assert gone(tok)
 
 
 def test_sleeping_past_the_timeout(sandbox):
     r, tok = hostile(sandbox, "import time\ntime.sleep(600)", timeout=1)
     assert r.timed_out and r.duration < 3, r
-    assert _gone(tok)
+    assert gone(tok)
 
 
 def test_background_process_does_not_outlive_the_run(sandbox):
@@ -201,7 +180,7 @@ print("spawned")
     r, tok = hostile(sandbox, body)
     assert r.exit_code == 0 and "spawned" in r.stdout, r
     assert r.stragglers >= 2
-    assert _gone(marker) and _gone(tok)
+    assert gone(marker) and gone(tok)
 
 
 def test_killing_the_parent_or_everyone_is_contained(sandbox):
@@ -226,7 +205,7 @@ print("still here")
         # ignores the signals, and the run ends normally.
         assert r.exit_code == 0 and "still here" in r.stdout, r
         assert canary.poll() is None, "the sandbox killed a host process"
-        assert _gone(tok)
+        assert gone(tok)
         again = sandbox.run({}, ["python3", "-c", "print('usable')"])
         assert again.stdout == "usable\n"
     finally:

@@ -6,10 +6,10 @@ verdict with an int exit code.
 """
 
 import os
-import time
 import uuid
 
 import pytest
+from procs import gone, pids_with
 
 from lpca_envs.code.sandbox import Limits, Outcome, open_sandbox, unavailable_reason
 
@@ -33,28 +33,6 @@ def sandbox(request):
         os.environ.pop(SECRET_VAR, None)
     else:
         os.environ[SECRET_VAR] = old
-
-
-def _pids_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if token.encode() in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def _gone(token: str, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while _pids_with(token):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 PROBE = r"""
@@ -199,9 +177,9 @@ def test_process_backend_kills_detached_descendants():
     try:
         assert r.ok and "spawned" in r.stdout, r
         assert r.stragglers >= 2, r
-        assert _gone(marker), "a detached process outlived the run"
+        assert gone(marker), "a detached process outlived the run"
     finally:
-        for pid in _pids_with(marker):
+        for pid in pids_with(marker):
             os.kill(pid, 9)
 
 
@@ -214,9 +192,9 @@ def test_process_backend_run_that_kills_its_supervisor_gets_a_typed_verdict_and_
     try:
         assert isinstance(r.exit_code, int) and r.exit_code == -9, r
         assert r.outcome is Outcome.SANDBOX_LOST and "supervisor" in r.error and not r.ok, r
-        assert _gone(marker), "a process of the run outlived its killed supervisor"
+        assert gone(marker), "a process of the run outlived its killed supervisor"
     finally:
-        for pid in _pids_with(marker):
+        for pid in pids_with(marker):
             os.kill(pid, 9)
 
 
