@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from backend_checks import assert_injection_fires_once_at_the_prompt_positions
 
 mx = pytest.importorskip("mlx.core")
 
@@ -167,28 +168,7 @@ def test_injection_function_gets_mlx_arrays_and_hooks_are_restored(tiny):
 def test_generate_fires_each_injection_once_at_the_prompt_positions(tiny):
     """An injection acts on the prompt pass only (the `Conditioning` contract, as on torch):
     decode steps reuse the prompt's cache and never call the injection again."""
-    prompt = "hello world"
-    ids = tiny.prompt_ids(prompt)
-    d = tiny.info.hidden_size
-    seen = []
-
-    def add(h, v):
-        seen.append(np.array(h.astype(mx.float32)))
-        return h + v
-
-    for layer in (0, 2):
-        ref = tiny.forward(ids, capture=[layer], positions=(0, -1))
-        seen.clear()
-        vec = np.full(d, 0.5, np.float32)
-        cond = Conditioning(injections=(Injection(layer, vec, positions=(0, -1), mode=add),))
-        out = tiny.generate(prompt, cond, max_new_tokens=6)[0]
-        assert len(seen) == 1, layer
-        np.testing.assert_allclose(seen[0], ref.hidden[layer], atol=1e-5)
-        same = Conditioning(injections=(Injection(layer, vec, positions=(0, -1), mode="add"),))
-        assert out.token_ids == tiny.generate(prompt, same, max_new_tokens=6)[0].token_ids
-        seen.clear()
-        tiny.generate([prompt, "hi"], [cond, cond], max_new_tokens=6)
-        assert len(seen) == 2, layer  # once per row's injection
+    assert_injection_fires_once_at_the_prompt_positions(tiny, lambda h: np.array(h.astype(mx.float32)))
 
 
 # -- KV cache -------------------------------------------------------------------------
