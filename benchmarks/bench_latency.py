@@ -34,7 +34,7 @@ import numpy as np
 import lpca_envs
 from lpca_envs import Budget
 from lpca_protocols.channel import AgentContext
-from lpca_protocols.channels._latent import sender_prompt
+from lpca_protocols.channels._latent import embedding_table, sender_prompt
 from lpca_protocols.plugins import make_channel
 from lpca_protocols.runner import run, wilson
 
@@ -90,7 +90,7 @@ def _run(agent: Any, env_id: str, level: int, channel: str, options: dict[str, A
     return run(
         env_id,
         channel,
-        "smollm2-135m",
+        agent.backend.info.name,
         agent=agent,
         out_dir=None,
         level=level,
@@ -100,31 +100,47 @@ def _run(agent: Any, env_id: str, level: int, channel: str, options: dict[str, A
 
 
 def interleaved_timing(
-    agent: Any, episodes: int, env_id: str, level: int, rounds: int, latent: tuple = LATENT
+    agent: Any, episodes: int, cells: tuple, rounds: int, latent: tuple = LATENT
 ) -> list[dict[str, Any]]:
-    """Episode latency of P1 and each latent channel, the runs interleaved round-robin `rounds` times,
-    keeping each protocol's fastest round: on a shared machine the minimum over interleaved repeats
-    is the figure least distorted by other jobs, and every protocol sees the same load pattern."""
-    plan = [("P1 text", "text", {})] + [(label, ch, opts) for label, ch, opts in latent]
-    best: dict[str, dict[str, float]] = {}
-    for _ in range(rounds):
-        for label, channel, opts in plan:
-            res = _run(agent, env_id, level, channel, opts, episodes)
-            r = res.records
-            t = {k: float(np.mean([x[f"time_{k}_s"] for x in r])) for k in ("sender", "channel", "receiver")}
-            t["episode"] = sum(t.values())
-            if label not in best or t["episode"] < best[label]["episode"]:
-                best[label] = {**t, "success": res.summary["success_rate"]}
-    p1 = best["P1 text"]["episode"]
-    rows = [{"protocol": k, **v, "p1_over_this": p1 / v["episode"]} for k, v in best.items()]
-    for row in rows:
-        print(json.dumps(row), flush=True)
+    """Per-phase latency of P0, P1 and each latent channel on each cell, every run interleaved
+    round-robin `rounds` times, keeping each protocol's fastest round: on a shared machine the
+    minimum over interleaved repeats is the figure least distorted by other jobs, and every
+    protocol sees the same load pattern. Each round also times the physical floor: one batched
+    forward over every sender's prompt plus one over every receiver's prompt (no generation)."""
+    plan = [("P0 none", "none", {}), ("P1 text", "text", {})] + [(lb, ch, op) for lb, ch, op in latent]
+    rows = []
+    for env_id, level in cells:
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(rounds):
+            for label, channel, opts in plan:
+                res = _run(agent, env_id, level, channel, opts, episodes)
+                r = res.records
+                t = {
+                    k: float(np.mean([x[f"time_{k}_s"] for x in r]))
+                    for k in ("sender", "channel", "receiver")
+                }
+                t["episode"] = sum(t.values())
+                if label not in best or t["episode"] < best[label]["episode"]:
+                    best[label] = {
+                        **t,
+                        "success": res.summary["success_rate"],
+                        "ci95": res.summary["ci95"],
+                        "bits": res.summary["mean_bits"],
+                        "tokens": res.summary["mean_tokens_generated"],
+                    }
+            floor = physical_floor(agent, env_id, level, episodes)
+            if "floor" not in best or floor["episode"] < best["floor"]["episode"]:
+                best["floor"] = floor
+        p1 = best["P1 text"]["episode"]
+        for k, v in best.items():
+            row = {"env_id": env_id, "level": level, "protocol": k, **v, "p1_over_this": p1 / v["episode"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
-def layer_sweep(agent: Any, episodes: int, env_id: str, level: int, step: int) -> list[dict[str, Any]]:
-    backend = agent.backend
-    n = backend.info.n_layers
+def _episodes(agent: Any, env_id: str, level: int, episodes: int) -> tuple[list, list]:
+    """Holder and answerer contexts of seeds 0..episodes-1, as the runner builds them."""
     env = lpca_envs.make(env_id, level=level)
     holders, answerers = [], []
     for seed in range(episodes):
@@ -135,6 +151,104 @@ def layer_sweep(agent: Any, episodes: int, env_id: str, level: int, step: int) -
         answerers.append(
             AgentContext(b, obs[b]["view"], task, task.family, 1, Budget(), agent, a, is_answerer=True)
         )
+    return holders, answerers
+
+
+def physical_floor(agent: Any, env_id: str, level: int, episodes: int, batch: int = 8) -> dict[str, Any]:
+    """The least any one-way channel can cost: one forward over each sender's prompt and one over
+    each receiver's prompt, batched as the runner batches (no generation, no transfer)."""
+    from lpca_models import Conditioning, ForwardRequest
+
+    backend = agent.backend
+    holders, answerers = _episodes(agent, env_id, level, episodes)
+    t_send = t_recv = 0.0
+    for i in range(0, episodes, batch):
+        send = [
+            ForwardRequest(backend.prompt_ids(sender_prompt(h)), logits="none")
+            for h in holders[i : i + batch]
+        ]
+        t = time.perf_counter()
+        backend.forward_batch(send)
+        t_send += time.perf_counter() - t
+        recv = [
+            ForwardRequest(
+                backend.prompt_ids(agent.prompt(agent.answer_turn(a.family, a.view, Conditioning())))
+            )
+            for a in answerers[i : i + batch]
+        ]
+        t = time.perf_counter()
+        backend.forward_batch(recv)
+        t_recv += time.perf_counter() - t
+    return {
+        "sender": t_send / episodes,
+        "channel": 0.0,
+        "receiver": t_recv / episodes,
+        "episode": (t_send + t_recv) / episodes,
+        "success": None,
+    }
+
+
+def sender_throughput(agent: Any, env_id: str, level: int, batch: int, rounds: int) -> list[dict[str, Any]]:
+    """Latent senders of one batch, batched (the channels' code) vs one sequence at a time (each
+    sender's own `forward`, and for cipher the row-by-row reference decode), interleaved `rounds`
+    times, best round kept; the payloads are checked equal."""
+    from lpca_models import Backend
+    from lpca_protocols.channels.cipher import CipherChannel
+
+    backend = agent.backend
+    holders, _ = _episodes(agent, env_id, level, batch)
+    graft = make_channel("activation-graft", source_layer=-2)
+    kv = make_channel("kv-share")
+    cipher = make_channel("cipher", temperature=0.0)
+    assert isinstance(cipher, CipherChannel)
+
+    def one_by_one(chan: Any) -> list[np.ndarray]:
+        out = []
+        for h in holders:
+            if chan is cipher:
+                table = embedding_table(backend)
+                stop = np.array(sorted(backend.eos_ids), dtype=np.int64)
+                ids = backend.prompt_ids(sender_prompt(h, "sender"))
+                out += Backend.decode_embeddings(
+                    backend, [ids], cipher.options.steps, cipher._step(table, stop)
+                )
+            else:
+                saved = backend.forward_batch
+                backend.forward_batch = lambda reqs: [backend.forward(**r.kwargs()) for r in reqs]  # type: ignore[method-assign]
+                try:
+                    out += chan.payloads([h])
+                finally:
+                    backend.forward_batch = saved  # type: ignore[method-assign]
+        return out
+
+    rows = []
+    for label, chan in (("activation-graft", graft), ("kv-share", kv), ("cipher T=0", cipher)):
+        best = {"batched": float("inf"), "one-by-one": float("inf")}
+        for _ in range(rounds):
+            t = time.perf_counter()
+            a = chan.payloads(holders)
+            best["batched"] = min(best["batched"], time.perf_counter() - t)
+            t = time.perf_counter()
+            b = one_by_one(chan)
+            best["one-by-one"] = min(best["one-by-one"], time.perf_counter() - t)
+        diff = max(float(np.abs(x - y).max()) if x.shape == y.shape else float("inf") for x, y in zip(a, b))
+        row = {
+            "channel": label,
+            "batch": batch,
+            "batched_s": best["batched"],
+            "one_by_one_s": best["one-by-one"],
+            "speedup": best["one-by-one"] / best["batched"],
+            "max_abs_diff": diff,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def layer_sweep(agent: Any, episodes: int, env_id: str, level: int, step: int) -> list[dict[str, Any]]:
+    backend = agent.backend
+    n = backend.info.n_layers
+    holders, answerers = _episodes(agent, env_id, level, episodes)
     layers = sorted(set(range(0, n + 1, step)) | {n})
     t = time.perf_counter()
     states = [
@@ -224,12 +338,34 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def timing_markdown(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| cell | protocol | success | bits/episode | sender s | channel s | receiver s | episode s "
+        "| P1/this |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        succ = "-" if r["success"] is None else f"{r['success']:.2f}"
+        bits = f"{r['bits']:,.0f}" if "bits" in r else "-"
+        out.append(
+            f"| {r['env_id'].split('/')[-1]} L{r['level']} | {r['protocol']} | {succ} | {bits} "
+            f"| {r['sender']:.3f} | {r['channel']:.4f} | {r['receiver']:.3f} | {r['episode']:.3f} "
+            f"| {r['p1_over_this']:.2f}x |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--cells", default="all", help="'all' or env@level,... e.g. lpca/SecretRelay-v0@0")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--only", choices=("latency", "layers", "timing", "both"), default="both")
+    p.add_argument("--only", choices=("latency", "layers", "timing", "throughput", "both"), default="both")
+    p.add_argument("--model", default="smollm2-135m", help="zoo id (e.g. qwen2.5-coder-0.5b) or local model")
+    p.add_argument(
+        "--graft-layer", type=int, default=-1, help="activation-graft source = target layer (0.5B: -2)"
+    )
+    p.add_argument("--batch", type=int, default=8, help="senders per batch of --only throughput")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --only timing")
     p.add_argument("--layer-env", default="lpca/SecretRelay-v0")
     p.add_argument("--layer-level", type=int, default=0)
@@ -240,23 +376,36 @@ def main() -> None:
     import lpca_models
     from lpca_models.agents import LMAgent
 
-    agent = LMAgent(lpca_models.load("smollm2-135m"))
+    agent = LMAgent(lpca_models.load(args.model))
+    latent = tuple(
+        (label, ch, {**opts, "source_layer": args.graft_layer, "target_layer": args.graft_layer})
+        if ch == "activation-graft"
+        else (label, ch, opts)
+        for label, ch, opts in LATENT
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    cells = CELLS
+    if args.cells != "all":
+        cells = tuple((c.split("@")[0], int(c.split("@")[1])) for c in args.cells.split(","))
     if args.only in ("latency", "both"):
-        cells = CELLS
-        if args.cells != "all":
-            cells = tuple((c.split("@")[0], int(c.split("@")[1])) for c in args.cells.split(","))
-        rows = latency(agent, args.episodes, cells)
+        rows = latency(agent, args.episodes, cells, latent)
         name = "latency.json"
         (args.out / name).write_text(json.dumps(rows, indent=1))
         print(markdown(rows))
     if args.only == "timing":
-        rows = interleaved_timing(agent, args.episodes, args.layer_env, args.layer_level, args.rounds)
-        (args.out / "latency_timing.json").write_text(json.dumps(rows, indent=1))
+        rows = interleaved_timing(agent, args.episodes, cells, args.rounds, latent)
+        (args.out / f"latency_timing_{args.model}.json").write_text(json.dumps(rows, indent=1))
+        print(timing_markdown(rows))
+    if args.only == "throughput":
+        rows = []
+        for env_id, level in cells:
+            for row in sender_throughput(agent, env_id, level, args.batch, args.rounds):
+                rows.append({"env_id": env_id, "level": level, **row})
+        (args.out / f"sender_throughput_{args.model}.json").write_text(json.dumps(rows, indent=1))
     if args.only in ("layers", "both"):
         rows = layer_sweep(agent, args.episodes, args.layer_env, args.layer_level, args.layer_step)
         (args.out / "graft_layers.json").write_text(json.dumps(rows, indent=1))

@@ -118,6 +118,13 @@ class LMAgent:
             text += self.prompts.get(family, "latent_reply")
         return text
 
+    def sender_states_batch(
+        self, items: Sequence[tuple[str, str]], layer: int, tail: int = 0
+    ) -> list[np.ndarray]:
+        """`sender_states` for many ``(family, view)`` pairs in one batched forward."""
+        prompts = [self.sender_prompt(family, view) for family, view in items]
+        return self.backend.sender_states_batch(prompts, layer, tail)
+
     def sender_states(self, family: str, view: str, layer: int, tail: int = 0) -> np.ndarray:
         """The sender's hidden states ``[T, d]`` after block `layer` over its ``latent_sender`` prompt
         (the last `tail` positions; 0: all). The one place serving (the latent channels) and
@@ -127,7 +134,7 @@ class LMAgent:
     def run(
         self, turns: Sequence[Turn], max_new_tokens: int | None = None, stop: Sequence[str] = ("\n\n",)
     ) -> list[Generation]:
-        """Generate for every turn in one batched call (turns with a KV cache go one by one).
+        """Generate for every turn in one batched call (KV caches included: each row continues its own).
 
         Generation stops at a blank line by default: every role asks for one short piece of text.
         """
@@ -136,11 +143,6 @@ class LMAgent:
         prompts = [self.prompt(t) for t in turns]
         conds = [replace(t.conditioning, text="") for t in turns]
         n = max_new_tokens or self.max_new_tokens
-        if any(c.past is not None for c in conds):
-            return [
-                self.backend.generate(p, c, max_new_tokens=n, sampling=self.sampling)[0]
-                for p, c in zip(prompts, conds)
-            ]
         return self.backend.generate(prompts, conds, max_new_tokens=n, sampling=self.sampling)
 
     def received_text(self, family: str, texts: Sequence[str], latent: bool = False) -> str:

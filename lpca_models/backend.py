@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from lpca_models.types import (
     ChatMessage,
     Conditioning,
     Forward,
+    ForwardRequest,
     Generation,
     Injection,
     KVCache,
@@ -142,6 +143,94 @@ class Backend(ABC):
         model; `return_past` exports the cache after this call. `logits` is
         "last" ([V]), "all" ([T, V]) or "none".
         """
+
+    def forward_batch(self, requests: Sequence[ForwardRequest]) -> list[Forward]:
+        """`forward` over many sequences at once: result ``i`` is what ``forward(**requests[i].kwargs())``
+        returns, up to float rounding (batched matmuls, padding masks).
+
+        Each request keeps its own ids, prefix, captures, positions, injections, past and
+        logits choice; positions index each request's own input sequence. Backends run
+        the batch in shared passes where they can (this default runs one `forward` each).
+        """
+        return [self.forward(**r.kwargs()) for r in self._check_requests(requests)]
+
+    def decode_embeddings(
+        self,
+        prompts: Sequence[Sequence[int]],
+        steps: int,
+        step: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> list[np.ndarray]:
+        """Feed-back decoding in embedding space, a whole batch at once.
+
+        Each prompt (token ids) is read; then, for up to `steps` steps, ``step(logits, t)``
+        receives the next-token logits ``[B, V]`` of every row and returns the vectors
+        ``[B, d]`` each row emits (the row's next *input embedding*, as CIPHER's soft tokens
+        or a continuous thought) and a ``[B]`` bool array of rows that stop *before*
+        emitting at this step. Returns the emitted vectors of each row, ``[n_i, d]``
+        (``n_i >= 1``: a row's stop is ignored at step 0). Rows that stopped are still fed
+        (their outputs are dropped), so a batch costs the same passes as its longest row.
+        This default runs one row at a time through `forward` and its exported cache.
+        """
+        rows = [self._check_ids(p) for p in self._check_prompts_ids(prompts)]
+        self._check_steps(steps)
+        out = []
+        for ids in rows:
+            fwd = self.forward(ids, return_past=True)
+            vecs: list[np.ndarray] = []
+            for t in range(steps):
+                v, stop = step(np.asarray(fwd.logits, dtype=np.float32)[None], t)
+                v, stop = self._check_step_output(v, stop, 1)
+                if stop[0] and vecs:
+                    break
+                vecs.append(v[0])
+                if t + 1 < steps:
+                    fwd = self.forward([], prefix=v[:1], past=fwd.past, return_past=True)
+            out.append(np.stack(vecs))
+        return out
+
+    def sender_states_batch(self, prompts: Sequence[str], layer: int, tail: int = 0) -> list[np.ndarray]:
+        """`sender_states` for many prompts in one batched forward."""
+        reqs = []
+        for prompt in prompts:
+            ids = self.prompt_ids(prompt)
+            positions = list(range(len(ids) - min(tail, len(ids)), len(ids))) if tail else None
+            reqs.append(ForwardRequest(ids, capture=[layer], positions=positions, logits="none"))
+        return [f.hidden[layer] for f in self.forward_batch(reqs)]
+
+    def _check_requests(self, requests: Sequence[ForwardRequest]) -> list[ForwardRequest]:
+        if isinstance(requests, ForwardRequest) or not isinstance(requests, Sequence):
+            raise ModelError(f"forward_batch expects a list of ForwardRequest, got {type(requests).__name__}")
+        out = list(requests)
+        bad = [type(r).__name__ for r in out if not isinstance(r, ForwardRequest)]
+        if bad:
+            raise ModelError(f"forward_batch expects ForwardRequest records, got {bad[0]}")
+        return out
+
+    @staticmethod
+    def _check_prompts_ids(prompts: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+        if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence) or not prompts:
+            raise ModelError("prompts must be a non-empty list of token-id lists")
+        out = list(prompts)
+        if any(isinstance(p, str | bytes) or not isinstance(p, Sequence) or not p for p in out):
+            raise ModelError("each prompt must be a non-empty list of token ids (tokenize text first)")
+        return out
+
+    @staticmethod
+    def _check_steps(steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ModelError(f"steps must be a positive int, got {steps!r}")
+
+    def _check_step_output(self, vectors: Any, stop: Any, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        v = np.asarray(vectors, dtype=np.float32)
+        d = self.info.hidden_size
+        if v.shape != (rows, d) or not np.isfinite(v).all():
+            raise HiddenSizeError(
+                f"the step function must return finite vectors of shape [{rows}, {d}], got {v.shape}"
+            )
+        s = np.asarray(stop, dtype=bool).reshape(-1)
+        if s.shape != (rows,):
+            raise ModelError(f"the step function must return {rows} stop flags, got shape {s.shape}")
+        return v, s
 
     @abstractmethod
     def generate(
@@ -352,10 +441,6 @@ class Backend(ABC):
         conds = list(conditioning)
         if len(conds) != n or not all(isinstance(c, Conditioning) for c in conds):
             raise ConditioningError(f"expected one Conditioning or a list of {n}, got {conditioning!r}")
-        if n > 1 and any(c.past is not None for c in conds):
-            raise ConditioningError(
-                "a KV-cache conditioning needs batch size 1; generate those prompts one at a time"
-            )
         return conds
 
 

@@ -54,6 +54,7 @@ from lpca_models.types import (
     GREEDY,
     Conditioning,
     Forward,
+    ForwardRequest,
     Generation,
     Injection,
     KVCache,
@@ -188,6 +189,115 @@ class MlxBackend(Backend):
         exported = self._export_cache(cache) if return_past else None
         return Forward(_np(lg), {k: _np(v) for k, v in hidden.items()}, exported, n)
 
+    # -- batched forward ---------------------------------------------------------------
+    def forward_batch(self, requests: Sequence[ForwardRequest]) -> list[Forward]:
+        """Rows without an imported cache share one left-padded pass (mlx-lm's batch caches give
+        each row its own padding mask and RoPE offset); a row continuing a cache, or exporting one
+        from a model with sliding-window layers, runs alone."""
+        reqs = self._check_requests(requests)
+        checked = [
+            self._check_forward(
+                r.ids, r.capture, r.positions, r.inject, r.prefix, r.prefix_at, r.past, r.logits
+            )
+            for r in reqs
+        ]
+        rotating = any(type(c) is not MlxKVCache for c in make_prompt_cache(self.model))
+        together = [
+            i
+            for i, (r, c) in enumerate(zip(reqs, checked))
+            if c[6] is None and not (r.return_past and rotating)
+        ]
+        if len(together) < 2:
+            together = []
+        out: list[Forward | None] = [None] * len(reqs)
+        for i, r in enumerate(reqs):
+            if i not in together:
+                out[i] = self.forward(**r.kwargs())
+        if together:
+            rows = [checked[i] for i in together]
+            for i, f in zip(together, self._forward_rows(rows, [reqs[i] for i in together])):
+                out[i] = f
+        return out  # type: ignore[return-value]
+
+    def _forward_rows(self, rows: list[tuple], reqs: list[ForwardRequest]) -> list[Forward]:
+        xs = []
+        for (ids, pre, *_), r in zip(rows, reqs):
+            x = self._embed(ids)
+            if pre is not None:
+                x = mx.concatenate([x[: r.prefix_at], self._mx(pre), x[r.prefix_at :]])
+            xs.append(x)
+        cache, x, pads = self._padded(xs)
+        width = x.shape[1]
+        captured: dict[int, mx.array] = {}
+        plan = _Plan(
+            [inj for row in rows for inj in row[5]],
+            [pads[i] for i, row in enumerate(rows) for _ in row[5]],
+            [i for i, row in enumerate(rows) for _ in row[5]],
+            None,
+            sorted({layer for row in rows for layer in row[3]}),
+        )
+        h = self._prompt_pass(x, cache, plan, captured)
+        mx.eval(h, captured, [c.state for c in cache])
+        self.timing.forward_passes += 1
+        self.timing.prompt_tokens += sum(row[2] for row in rows)
+        out = []
+        for i, ((_, _, n, layers, cap_pos, _, _), r) in enumerate(zip(rows, reqs)):
+            pad = pads[i]
+            if r.logits == "last":
+                lg = self._logits(h[i, -1])
+            elif r.logits == "all":
+                lg = self._logits(h[i, pad:])
+            else:
+                lg = mx.zeros((0,), mx.float32)
+            cols = mx.array([p + pad for p in cap_pos], dtype=mx.int32)
+            hidden = {layer: _np(captured[layer][i][cols]) for layer in layers}
+            exported = None
+            if r.return_past:  # full-attention layers only (checked by forward_batch)
+                keys = tuple(_np(c.keys[i, :, pad:width]) for c in cache)
+                values = tuple(_np(c.values[i, :, pad:width]) for c in cache)
+                exported = KVCache(keys, values, self.info.fingerprint, n, tuple(range(len(keys))))
+            out.append(Forward(_np(lg), hidden, exported, n))
+        return out
+
+    def _padded(self, xs: list[mx.array]) -> tuple[list, mx.array, list[int]]:
+        """Left-padded rows ``[B, T, d]`` and a batch cache that masks the padding."""
+        t = max(len(x) for x in xs)
+        pads = [t - len(x) for x in xs]
+        zeros = mx.zeros((t, self.info.hidden_size), self._dtype)
+        x = mx.stack([mx.concatenate([zeros[:p], r]) for p, r in zip(pads, xs)])
+        return self._batch_cache(pads), x, pads
+
+    def decode_embeddings(
+        self,
+        prompts: Sequence[Sequence[int]],
+        steps: int,
+        step: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> list[np.ndarray]:
+        rows = [self._check_ids(p) for p in self._check_prompts_ids(prompts)]
+        self._check_steps(steps)
+        b = len(rows)
+        cache, x, _ = self._padded([self._embed(ids) for ids in rows])
+        empty = _Plan([], [], [], None, [])
+        h = self._prompt_pass(x, cache, empty, {})[:, -1]
+        self.timing.forward_passes += 1
+        self.timing.prompt_tokens += sum(len(ids) for ids in rows)
+        vecs: list[list[np.ndarray]] = [[] for _ in range(b)]
+        done = [False] * b
+        for t in range(steps):
+            v, stop = self._check_step_output(*step(_np(self._logits(h)), t), b)
+            for i in range(b):
+                if done[i]:
+                    continue
+                if stop[i] and vecs[i]:
+                    done[i] = True
+                else:
+                    vecs[i].append(v[i])
+            if all(done) or t + 1 == steps:
+                break
+            h = self._prompt_pass(self._mx(v)[:, None], cache, empty, {})[:, -1]
+            self.timing.forward_passes += 1
+        return [np.stack(v) for v in vecs]
+
     def _prompt_pass(
         self, x: mx.array, cache: list | None, plan: _Plan, captured: dict[int, mx.array]
     ) -> mx.array:
@@ -287,6 +397,12 @@ class MlxBackend(Backend):
     ) -> list[Generation]:
         prompts, conds = self._check_generate(prompts, conditioning, max_new_tokens, sampling)
         rows = [self._row(p, c) for p, c in zip(prompts, conds)]
+        if len(rows) > 1 and any(c.past is not None for c in conds):
+            # mlx-lm's batch caches are left-padded from an empty start: a row continuing its own
+            # imported cache is decoded alone (same tokens, one row's passes each)
+            return [
+                self._decode([r], [c], max_new_tokens, sampling, tuple(stop))[0] for r, c in zip(rows, conds)
+            ]
         return self._decode(rows, conds, max_new_tokens, sampling, tuple(stop))
 
     def _row(self, prompt: str, cond: Conditioning) -> tuple[mx.array, list, int]:
@@ -464,7 +580,7 @@ class _Plan:
                         )
                 h[b, rows] = new.astype(h.dtype)
         if layer in self.capture and layer not in captured:
-            captured[layer] = h[:, mx.array(self.cap_pos, dtype=mx.int32)]
+            captured[layer] = h if self.cap_pos is None else h[:, mx.array(self.cap_pos, dtype=mx.int32)]
         return h
 
 

@@ -10,7 +10,8 @@ unbatched prompts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from lpca_models.types import (
     GREEDY,
     Conditioning,
     Forward,
+    ForwardRequest,
     Generation,
     Injection,
     KVCache,
@@ -91,6 +93,10 @@ class TorchBackend(Backend):
         )
         self.timing = Timing()
         self._bos = self.tokenizer.bos_token
+        types = getattr(cfg, "layer_types", None) or ()
+        window = getattr(cfg, "sliding_window", None)
+        #: Batched passes pad rows; a sliding-window layer must hold every position for that to be exact.
+        self._window = int(window) if window and any("sliding" in t for t in types) else None
 
     # -- text ------------------------------------------------------------------------
     # -- arrays ----------------------------------------------------------------------
@@ -168,9 +174,7 @@ class TorchBackend(Backend):
             plan = _Plan(injections, [0] * 1, cap_pos, layers)
             x = plan.apply(0, x, captured)
             with self._hooks(plan, captured):
-                out = self._core(
-                    inputs_embeds=x, past_key_values=cache, use_cache=cache is not None, return_dict=True
-                )
+                out = self._core(inputs_embeds=x, cache=cache, use_cache=cache is not None, return_dict=True)
             self.timing.forward_passes += 1
             self.timing.prompt_tokens += n
             h = out.last_hidden_state[0]
@@ -181,8 +185,246 @@ class TorchBackend(Backend):
             else:
                 lg = np.zeros((0,), np.float32)
             hidden = {layer: captured[layer][0].float().cpu().numpy() for layer in layers}
-            exported = self._export_cache(out.past_key_values) if return_past else None
+            exported = self._export_cache(out.cache) if return_past else None
         return Forward(lg, hidden, exported, n)
+
+    # -- batched forward ---------------------------------------------------------------
+    #: Rows of a batch that share at least this many leading tokens read them once: one pass
+    #: over the shared tokens, its cache broadcast to every row (role prompts, chat templates).
+    shared_prefix_min = 16
+
+    def forward_batch(self, requests: Sequence[ForwardRequest]) -> list[Forward]:
+        reqs = self._check_requests(requests)
+        rows = [
+            _Row(
+                *self._check_forward(
+                    r.ids, r.capture, r.positions, r.inject, r.prefix, r.prefix_at, r.past, r.logits
+                ),
+                prefix_at=r.prefix_at,
+                return_past=r.return_past,
+                logits=r.logits,
+            )
+            for r in reqs
+        ]
+        together = [i for i, row in enumerate(rows) if self._batchable(row)]
+        if len(together) < 2:
+            together = []
+        out: list[Forward | None] = [None] * len(reqs)
+        for i, r in enumerate(reqs):
+            if i not in together:  # a lone row, or a cache a padded batch cannot hold exactly
+                out[i] = self.forward(**r.kwargs())
+        if together:
+            with torch.inference_mode():
+                for i, f in zip(together, self._forward_rows([rows[i] for i in together])):
+                    out[i] = f
+        return out  # type: ignore[return-value]
+
+    def decode_embeddings(
+        self,
+        prompts: Sequence[Sequence[int]],
+        steps: int,
+        step: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> list[np.ndarray]:
+        ids_rows = [self._check_ids(p) for p in self._check_prompts_ids(prompts)]
+        self._check_steps(steps)
+        rows = [_Row(ids, None, len(ids), [], [], [], None, 0, False, "last") for ids in ids_rows]
+        if not all(self._batchable(r, extra=steps) for r in rows):
+            return super().decode_embeddings(prompts, steps, step)
+        b = len(rows)
+        with torch.inference_mode():
+            p = self._batch_pass(rows, {}, need_cache=True)
+            self.timing.forward_passes += p.passes
+            self.timing.prompt_tokens += sum(r.n for r in rows)
+            mask, last_pos, cache = p.mask, p.pos[:, -1], p.cache
+            h = p.hidden[:, -1]
+            vecs: list[list[np.ndarray]] = [[] for _ in range(b)]
+            done = [False] * b
+            for t in range(steps):
+                logits = self._logits(h).float().cpu().numpy()
+                v, stop = self._check_step_output(*step(logits, t), b)
+                for i in range(b):
+                    if done[i]:
+                        continue
+                    if stop[i] and vecs[i]:
+                        done[i] = True
+                    else:
+                        vecs[i].append(v[i])
+                if all(done) or t + 1 == steps:
+                    break
+                mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=self.device)], 1)
+                last_pos = last_pos + 1
+                x = torch.as_tensor(v, dtype=self._dtype, device=self.device)[:, None]
+                out = self._core(
+                    inputs_embeds=x,
+                    attention_mask=mask,
+                    position_ids=last_pos[:, None],
+                    cache=cache,
+                    use_cache=True,
+                    return_dict=True,
+                )
+                self.timing.forward_passes += 1
+                h = out.last_hidden_state[:, -1]
+        return [np.stack(v) for v in vecs]
+
+    def _batchable(self, row: _Row, extra: int = 0) -> bool:
+        """Whether a row can share a padded pass exactly: its cache (if any) holds every position of
+        every layer, and a sliding-window layer would still hold the whole padded row."""
+        if row.past is not None and any(
+            np.ndim(k) != 3 or k.shape[1] != row.past.length for k in row.past.keys
+        ):
+            return False
+        if self._window is not None:
+            total = (row.past.length if row.past is not None else 0) + row.n + extra
+            return total < self._window - 1
+        return True
+
+    def _shared_prefix(self, rows: list[_Row], embs: list[torch.Tensor]) -> int:
+        """Leading positions every row has in common (the same input vectors, no capture or
+        injection of its own there), or 0 when fewer than `shared_prefix_min`."""
+        if len(rows) < 2 or any(r.past is not None or r.logits == "all" for r in rows):
+            return 0
+        k = min(len(e) for e in embs)
+        for r in rows:
+            k = min(k, r.n - 1)  # every row keeps a position of its own (its last logits)
+            if r.layers:
+                k = min(k, min(r.cap_pos))
+            for inj in r.injections:
+                k = min(k, min(inj[1]))
+        if k < self.shared_prefix_min:
+            return 0
+        head = embs[0][:k]
+        for e in embs[1:]:
+            same = (e[:k] == head).all(-1)
+            if not bool(same.all()):
+                k = int(same.to(torch.int8).argmin())
+                if k < self.shared_prefix_min:
+                    return 0
+                head = head[:k]
+        return k
+
+    def _forward_rows(self, rows: list[_Row]) -> list[Forward]:
+        captured: dict[int, torch.Tensor] = {}
+        p = self._batch_pass(rows, captured, need_cache=any(r.return_past for r in rows))
+        self.timing.forward_passes += p.passes
+        self.timing.prompt_tokens += sum(r.n for r in rows)
+        out = []
+        for i, r in enumerate(rows):
+            pad = p.pads[i]
+            if r.logits == "last":
+                lg = self._logits(p.hidden[i, -1]).float().cpu().numpy()
+            elif r.logits == "all":
+                lg = self._logits(p.hidden[i, pad:]).float().cpu().numpy()
+            else:
+                lg = np.zeros((0,), np.float32)
+            cols = [c - p.shared + pad for c in r.cap_pos]
+            hidden = {layer: captured[layer][i, cols].float().cpu().numpy() for layer in r.layers}
+            exported = None
+            if r.return_past:
+                real = list(range(p.past_len - p.row_past[i], p.past_len))
+                real += list(range(p.past_len + pad, p.past_len + p.width))
+                exported = self._export_row(p.cache, i, real)
+            out.append(Forward(lg, hidden, exported, r.n))
+        return out
+
+    def _batch_pass(
+        self,
+        rows: list[_Row],
+        captured: dict[int, torch.Tensor],
+        need_cache: bool,
+        embs: list[torch.Tensor] | None = None,
+    ) -> _Pass:
+        """One padded pass over `rows` (their input embeddings `embs`, else built from ids and prefix):
+        a shared head read once, each row's own past left-padded to the longest, each row's remaining
+        positions left-padded to the widest (mask gaps, explicit positions), injections and
+        captures placed at each row's columns. Timing counters are the caller's."""
+        b, d = len(rows), self.info.hidden_size
+        if embs is None:
+            embs = []
+            for r in rows:
+                x = (
+                    self._embed(r.ids)
+                    if r.ids
+                    else torch.zeros((0, d), dtype=self._dtype, device=self.device)
+                )
+                if r.pre is not None:
+                    pre = torch.as_tensor(r.pre, dtype=x.dtype, device=self.device)
+                    x = torch.cat([x[: r.prefix_at], pre, x[r.prefix_at :]])
+                embs.append(x)
+        shared = self._shared_prefix(rows, embs)
+        cache = None
+        passes = 1
+        if shared:
+            head = self._core(
+                inputs_embeds=embs[0][:shared][None],
+                cache=DynamicCache(config=self.model.config),
+                use_cache=True,
+                return_dict=True,
+            ).cache
+            passes += 1
+            cache = DynamicCache(config=self.model.config)
+            for i, layer in enumerate(head.layers):
+                cache.layers[i].update(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
+            row_past = [shared] * b
+        else:
+            row_past = [r.past.length if r.past is not None else 0 for r in rows]
+            if b == 1 and rows[0].past is not None:
+                cache = self._import_cache(rows[0].past)  # may be a sliding-window cache holding a window
+            elif max(row_past):
+                cache = self._import_caches([r.past for r in rows], max(row_past))
+        past_len = max(row_past)
+        if cache is None and need_cache:
+            cache = DynamicCache(config=self.model.config)
+        tails = [e[shared:] for e in embs]
+        width = max(len(t) for t in tails)
+        pads = [width - len(t) for t in tails]
+        x = torch.zeros((b, width, d), dtype=self._dtype, device=self.device)
+        mask = torch.zeros((b, past_len + width), dtype=torch.long, device=self.device)
+        for i, t in enumerate(tails):
+            x[i, pads[i] :] = t
+            mask[i, past_len - row_past[i] : past_len] = 1
+            mask[i, past_len + pads[i] :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        injections = [inj for r in rows for inj in r.injections]
+        plan = _Plan(
+            injections,
+            [pads[i] - shared for i, r in enumerate(rows) for _ in r.injections],
+            None,
+            sorted({layer for r in rows for layer in r.layers}),
+        )
+        plan.batch_rows = [i for i, r in enumerate(rows) for _ in r.injections]
+        x = plan.apply(0, x, captured)
+        with self._hooks(plan, captured):
+            out = self._core(
+                inputs_embeds=x,
+                attention_mask=mask,
+                position_ids=pos,
+                cache=cache,
+                use_cache=cache is not None,
+                return_dict=True,
+            )
+        return _Pass(out.last_hidden_state, cache, mask, pos, pads, shared, row_past, past_len, width, passes)
+
+    def _import_caches(self, pasts: list[KVCache | None], length: int) -> Any:
+        """Per-row caches as one batch cache, each left-padded to `length` positions."""
+        b, parts = len(pasts), [self._past_tensors(p) if p is not None else None for p in pasts]
+        ref = next(p for p in parts if p is not None)
+        cache = DynamicCache(config=self.model.config)
+        for li, (k0, v0) in enumerate(ref):
+            keys = torch.zeros((b, k0.shape[0], length, k0.shape[2]), dtype=self._dtype, device=self.device)
+            values = torch.zeros((b, v0.shape[0], length, v0.shape[2]), dtype=self._dtype, device=self.device)
+            for i, part in enumerate(parts):
+                if part is not None:
+                    k, v = part[li]
+                    keys[i, :, length - k.shape[1] :] = k
+                    values[i, :, length - v.shape[1] :] = v
+            cache.layers[li].update(keys, values)
+        return cache
+
+    def _export_row(self, cache: Any, row: int, cols: list[int]) -> KVCache:
+        idx = torch.tensor(cols, dtype=torch.long, device=self.device)
+        keys = tuple(layer.keys[row][:, idx].float().cpu().numpy() for layer in cache.layers)
+        values = tuple(layer.values[row][:, idx].float().cpu().numpy() for layer in cache.layers)
+        return KVCache(keys, values, self.info.fingerprint, len(cols), tuple(range(len(keys))))
 
     @contextlib.contextmanager
     def _hooks(self, plan: _Plan, captured: dict[int, torch.Tensor]) -> Iterator[None]:
@@ -217,6 +459,15 @@ class TorchBackend(Backend):
         )
 
     def _import_cache(self, past: KVCache) -> Any:
+        cache = DynamicCache(config=self.model.config)
+        for i, (kt, vt) in enumerate(self._past_tensors(past)):
+            cache.layers[i].update(kt[None], vt[None])
+            if hasattr(cache.layers[i], "cumulative_length"):
+                cache.layers[i].cumulative_length = past.length  # sliding layers keep only a window
+        return cache
+
+    def _past_tensors(self, past: KVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A cache's (keys, values) per layer as tensors ``[heads, T, head_dim]``, checked."""
         if past.layers != tuple(range(self.info.n_layers)):
             raise ConditioningError(
                 f"this backend imports caches of all {self.info.n_layers} layers; got layers {past.layers}"
@@ -231,14 +482,13 @@ class TorchBackend(Backend):
                     f"KV cache layer {i}: expected keys/values of shape [{heads}, T, {head_dim}], "
                     f"got {k.shape} and {v.shape}"
                 )
-        cache = DynamicCache(config=self.model.config)
-        for i, (k, v) in enumerate(zip(past.keys, past.values)):
-            kt = torch.as_tensor(k, dtype=self._dtype, device=self.device)[None]
-            vt = torch.as_tensor(v, dtype=self._dtype, device=self.device)[None]
-            cache.layers[i].update(kt, vt)
-            if hasattr(cache.layers[i], "cumulative_length"):
-                cache.layers[i].cumulative_length = past.length  # sliding layers keep only a window
-        return cache
+        return [
+            (
+                torch.as_tensor(np.asarray(k), dtype=self._dtype, device=self.device),
+                torch.as_tensor(np.asarray(v), dtype=self._dtype, device=self.device),
+            )
+            for k, v in zip(past.keys, past.values)
+        ]
 
     # -- generation --------------------------------------------------------------------
     def generate(
@@ -253,6 +503,16 @@ class TorchBackend(Backend):
         prompts, conds = self._check_generate(prompts, conditioning, max_new_tokens, sampling)
         with torch.inference_mode():
             rows = [self._row(p, c) for p, c in zip(prompts, conds)]
+            if len(rows) > 1 and not all(
+                self._batchable(
+                    _Row([], None, len(r[0]), [], [], [], c.past, 0, False, "last"), max_new_tokens
+                )
+                for r, c in zip(rows, conds)
+            ):  # a cache a padded batch cannot hold exactly: one prompt at a time
+                return [
+                    self._decode([r], [c], max_new_tokens, sampling, tuple(stop))[0]
+                    for r, c in zip(rows, conds)
+                ]
             return self._decode(rows, conds, max_new_tokens, sampling, tuple(stop))
 
     def _row(self, prompt: str, cond: Conditioning) -> tuple[torch.Tensor, list, int]:
@@ -279,42 +539,18 @@ class TorchBackend(Backend):
         self, rows: list, conds: list[Conditioning], max_new: int, sampling: Sampling, stop: tuple[str, ...]
     ) -> list[Generation]:
         b = len(rows)
-        lengths = [len(r[0]) for r in rows]
-        t = max(lengths)
-        d = self.info.hidden_size
-        x = torch.zeros((b, t, d), dtype=self._dtype, device=self.device)
-        mask = torch.zeros((b, t), dtype=torch.long, device=self.device)
-        for i, (emb, _, _) in enumerate(rows):
-            x[i, t - len(emb) :] = emb  # left padding
-            mask[i, t - len(emb) :] = 1
-        offsets = [t - n for n in lengths]
-        past = conds[0].past if b == 1 else None
-        cache = self._import_cache(past) if past is not None else DynamicCache(config=self.model.config)
-        if past is not None:
-            mask = torch.cat([torch.ones((1, past.length), dtype=torch.long, device=self.device), mask], 1)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
-        plan = _Plan(
-            [inj for r in rows for inj in r[1]], [o for o, r in zip(offsets, rows) for _ in r[1]], None, []
-        )
-        plan.batch_rows = [i for i, r in enumerate(rows) for _ in r[1]]
-        captured: dict[int, torch.Tensor] = {}
-        x = plan.apply(0, x, captured)
-        with self._hooks(plan, captured):
-            out = self._core(
-                inputs_embeds=x,
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-                return_dict=True,
-            )
-        passes = 1
+        prows = [
+            _Row([], None, len(r[0]), [], [], r[1], c.past, 0, False, "last") for r, c in zip(rows, conds)
+        ]
+        p = self._batch_pass(prows, {}, need_cache=True, embs=[r[0] for r in rows])
+        mask, pos, out_h, cache = p.mask, p.pos, p.hidden, p.cache
+        passes = p.passes
         gen = torch.Generator(device="cpu").manual_seed(sampling.seed)
         tokens: list[list[int]] = [[] for _ in range(b)]
         done = [""] * b
         texts = [""] * b
         last_pos = pos[:, -1]
-        h = out.last_hidden_state[:, -1]
+        h = out_h[:, -1]
         for step in range(max_new):
             nxt = self._pick(self._logits(h), sampling, gen)
             for i in range(b):
@@ -339,7 +575,7 @@ class TorchBackend(Backend):
                 inputs_embeds=self._core.embed_tokens(feed)[:, None],
                 attention_mask=mask,
                 position_ids=last_pos[:, None],
-                past_key_values=out.past_key_values,
+                cache=cache,
                 use_cache=True,
                 return_dict=True,
             )
@@ -419,5 +655,37 @@ class _Plan:
                         )
                 h[self.batch_rows[j], rows] = new.to(h.dtype)
         if layer in self.capture and layer not in captured:
-            captured[layer] = h[:, self.cap_pos]
+            captured[layer] = h if self.cap_pos is None else h[:, self.cap_pos]
         return h
+
+
+@dataclass
+class _Row:
+    """One checked request of a batched pass (the fields of `Backend._check_forward`)."""
+
+    ids: list[int]
+    pre: np.ndarray | None
+    n: int
+    layers: list[int]
+    cap_pos: list[int]
+    injections: list
+    past: KVCache | None
+    prefix_at: int
+    return_past: bool
+    logits: str
+
+
+@dataclass
+class _Pass:
+    """A padded batch pass: final-normed states ``[B, width, d]`` and the layout that produced them."""
+
+    hidden: torch.Tensor
+    cache: Any
+    mask: torch.Tensor
+    pos: torch.Tensor
+    pads: list[int]
+    shared: int
+    row_past: list[int]
+    past_len: int
+    width: int
+    passes: int

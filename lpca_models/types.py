@@ -80,6 +80,35 @@ class Forward:
 
 
 @dataclass(frozen=True)
+class ForwardRequest:
+    """One sequence of a batched forward (`Backend.forward_batch`): the arguments of `Backend.forward`."""
+
+    ids: Sequence[int]
+    capture: Sequence[int] = ()
+    positions: Sequence[int] | None = None
+    inject: Sequence[Injection] = ()
+    prefix: np.ndarray | None = None
+    prefix_at: int = 0
+    past: KVCache | None = None
+    return_past: bool = False
+    logits: str = "last"
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the equivalent single `forward` call (ids included)."""
+        return {
+            "ids": self.ids,
+            "capture": self.capture,
+            "positions": self.positions,
+            "inject": self.inject,
+            "prefix": self.prefix,
+            "prefix_at": self.prefix_at,
+            "past": self.past,
+            "return_past": self.return_past,
+            "logits": self.logits,
+        }
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """How a channel conditions a receiver, independent of framework.
 

@@ -300,7 +300,7 @@ def test_bad_input_raises_typed_errors(tiny, model_dir):
     with pytest.raises(ConditioningError):
         tiny.forward(ids, past=partial)
     with pytest.raises(ConditioningError):
-        tiny.generate(["a", "b"], [Conditioning(past=own)] * 2)
+        tiny.generate(["a", "b"], [Conditioning(past=partial), Conditioning()])
 
 
 def test_transformers5_config_gets_the_flat_keys_mlx_lm_reads():

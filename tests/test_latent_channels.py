@@ -297,3 +297,30 @@ def test_torch_and_mlx_agree_on_smollm2_answers(smol):
     }
     agree = sum(a == b for a, b in zip(answers["torch"], answers["mlx"]))
     assert agree >= 9, answers
+
+
+# ---------------------------------------------------------------------------- batched == unbatched
+
+
+@pytest.mark.parametrize("name", LATENT)
+def test_every_latent_channel_records_the_same_episodes_batched_and_one_at_a_time(tiny, exact, name):
+    """The senders of a batch share one pass (cipher: one decode), the receivers one generation;
+    greedy, every episode's answer, success, bits and messages equal those of a batch of one."""
+    opts = {"steps": 3} if name == "cipher" else {"max_tokens": 3} if name == "hidden-packet" else {}
+    keys = ("seed", "task_id", "answer", "success", "bits", "messages")
+    records = {}
+    for batch in (1, 4):
+        res = run(
+            "lpca/KVLookup-v0",
+            name,
+            "tiny-random-llama",
+            agent=tiny,
+            out_dir=None,
+            episodes=8,
+            batch_size=batch,
+            max_new_tokens=4,
+            channel_options=opts,
+        )
+        records[batch] = [{k: r[k] for k in keys} for r in res.records]
+    assert records[4] == records[1]
+    assert len({r["answer"] for r in records[4]}) > 1  # the answers differ between episodes

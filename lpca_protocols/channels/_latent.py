@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from lpca_envs import Message
-from lpca_models import Conditioning
+from lpca_models import Conditioning, Forward, ForwardRequest
 from lpca_models.agents import LMAgent
 from lpca_protocols import codecs
 from lpca_protocols.channel import AgentContext, Channel, ChannelError, ChannelOptions, Requirement
@@ -217,6 +217,22 @@ def lm(ctx: AgentContext) -> LMAgent:
             f"got {type(agent).__name__}"
         )
     return agent
+
+
+def forward_each(ctxs: Sequence[AgentContext], requests: Sequence[ForwardRequest]) -> list[Forward]:
+    """``requests[i]`` run on ``ctxs[i]``'s backend: one batched pass per backend (`forward_batch`)."""
+    groups: dict[int, list[int]] = {}
+    for i, ctx in enumerate(ctxs):
+        groups.setdefault(id(lm(ctx).backend), []).append(i)
+    out: list[Forward | None] = [None] * len(requests)
+    for idx in groups.values():
+        backend = lm(ctxs[idx[0]]).backend
+        batch = getattr(backend, "forward_batch", None)
+        reqs = [requests[i] for i in idx]
+        results = batch(reqs) if batch is not None else [backend.forward(**r.kwargs()) for r in reqs]
+        for i, f in zip(idx, results):
+            out[i] = f
+    return out  # type: ignore[return-value]
 
 
 def check_layer(ctx: AgentContext, layer: int, what: str) -> int:

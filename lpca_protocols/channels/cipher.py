@@ -11,7 +11,7 @@ the vectors live in the sender's input-embedding space.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -38,30 +38,47 @@ class CipherChannel(LatentChannel):
         "CIPHER: the sender speaks expected embeddings (soft tokens); the receiver reads them as input."
     )
     Options = CipherOptions
-    batched_send = False  # one forward sequence per sender
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
-        return [self.speak(ctx) for ctx in ctxs]
+        out: list[np.ndarray | None] = [None] * len(ctxs)
+        groups: dict[int, list[int]] = {}
+        for i, ctx in enumerate(ctxs):
+            groups.setdefault(id(lm(ctx).backend), []).append(i)
+        for idx in groups.values():  # every sender on one backend speaks in one batched decode
+            backend = lm(ctxs[idx[0]]).backend
+            table = embedding_table(backend)
+            stop = np.array(sorted(backend.eos_ids if self.options.stop_at_eos else ()), dtype=np.int64)
+            step = self._step(table, stop)
+            prompts = [backend.prompt_ids(sender_prompt(ctxs[i], "sender")) for i in idx]
+            for i, vecs in zip(idx, backend.decode_embeddings(prompts, self.options.steps, step)):
+                out[i] = vecs
+        return out  # type: ignore[return-value]
+
+    def _step(self, table: np.ndarray, stop: np.ndarray) -> Callable[[np.ndarray, int], tuple]:
+        """The decode step: every row's soft token, and which rows' greedy token ends the turn."""
+        temperature, top_k = self.options.temperature, self.options.top_k
+
+        def step(logits: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            return soft_tokens(logits, table, temperature, top_k), np.isin(logits.argmax(-1), stop)
+
+        return step
 
     def speak(self, ctx: AgentContext) -> np.ndarray:
-        backend = lm(ctx).backend
-        table = embedding_table(backend)
-        ids = backend.prompt_ids(sender_prompt(ctx, "sender"))
-        stop = backend.eos_ids if self.options.stop_at_eos else frozenset()
-        fwd = backend.forward(ids, return_past=True)
-        out: list[np.ndarray] = []
-        for step in range(self.options.steps):
-            logits = np.asarray(fwd.logits, dtype=np.float64)
-            if int(np.argmax(logits)) in stop and out:
-                break
-            vec = soft_token(logits, table, self.options.temperature, self.options.top_k)
-            out.append(vec)
-            if step + 1 < self.options.steps:
-                fwd = backend.forward([], prefix=vec[None], past=fwd.past, return_past=True)
-        return np.stack(out)
+        """One sender's soft tokens ``[n, d]``."""
+        return self.payloads([ctx])[0]
 
     def condition(self, ctx: AgentContext, payload: np.ndarray) -> Conditioning:
         return Conditioning(prefix=payload)
+
+
+def soft_tokens(logits: np.ndarray, table: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
+    """`soft_token` for every row of ``[B, V]`` logits (one matrix product when no top-k applies)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0.0 or (top_k and top_k < logits.shape[1]):
+        return np.stack([soft_token(row, table, temperature, top_k) for row in logits])
+    z = logits / temperature
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32) @ table
 
 
 def soft_token(logits: np.ndarray, table: np.ndarray, temperature: float, top_k: int) -> np.ndarray:

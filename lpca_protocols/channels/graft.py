@@ -16,9 +16,16 @@ from typing import Literal
 
 import numpy as np
 
-from lpca_models import Conditioning, Injection
+from lpca_models import Conditioning, ForwardRequest, Injection
 from lpca_protocols.channel import AgentContext
-from lpca_protocols.channels._latent import LatentChannel, LatentOptions, check_layer, lm, sender_prompt
+from lpca_protocols.channels._latent import (
+    LatentChannel,
+    LatentOptions,
+    check_layer,
+    forward_each,
+    lm,
+    sender_prompt,
+)
 
 
 class GraftOptions(LatentOptions):
@@ -38,23 +45,22 @@ class GraftChannel(LatentChannel):
     name = "activation-graft"
     description = "The sender's layer-k activation combined into the receiver's layer j (replace/add/mean)."
     Options = GraftOptions
-    batched_send = False  # one forward sequence per sender
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
-        out = []
+        reqs = []
         for ctx in ctxs:
             k = check_layer(ctx, self.options.source_layer, "source_layer")
             backend = lm(ctx).backend
             prompt = sender_prompt(ctx)
             ids = backend.prompt_ids(prompt)
             if self.options.source == "last":
-                fwd = backend.forward(ids, capture=[k], positions=[-1], logits="none")
-                out.append(fwd.hidden[k][0])
+                positions = [-1]
             else:
                 lo, hi = view_span(backend, prompt, ctx.view, len(ids))
-                fwd = backend.forward(ids, capture=[k], positions=list(range(lo, hi)), logits="none")
-                out.append(fwd.hidden[k].mean(axis=0))
-        return out
+                positions = list(range(lo, hi))
+            reqs.append(ForwardRequest(ids, capture=[k], positions=positions, logits="none"))
+        outs = forward_each(ctxs, reqs)  # every sender of the batch in one pass
+        return [f.hidden[r.capture[0]].mean(axis=0) for f, r in zip(outs, reqs)]
 
     def condition(self, ctx: AgentContext, payload: np.ndarray) -> Conditioning:
         j = check_layer(ctx, self.options.target_layer, "target_layer")

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from lpca_models import Conditioning
+from lpca_models import Conditioning, ForwardRequest
 from lpca_protocols.channel import AgentContext
 from lpca_protocols.channels._latent import (
     LatentChannel,
     LatentOptions,
     check_layer,
     embedding_table,
+    forward_each,
     lm,
     sender_prompt,
 )
@@ -54,7 +55,7 @@ class HiddenPacketChannel(LatentChannel):
         scale = (
             float(np.linalg.norm(embedding_table(backend), axis=1).mean()) if self.options.realign else 0.0
         )
-        out = []
+        reqs = []
         for prompt, g in zip(prompts, gens):
             ids = backend.prompt_ids(prompt)
             toks = list(g.token_ids) or [next(iter(sorted(backend.eos_ids)), 0)]
@@ -62,7 +63,10 @@ class HiddenPacketChannel(LatentChannel):
             # message token but the last
             seq = ids + toks[:-1]
             positions = list(range(len(ids) - 1, len(seq)))
-            h = backend.forward(seq, capture=[layer], positions=positions, logits="none").hidden[layer]
+            reqs.append(ForwardRequest(seq, capture=[layer], positions=positions, logits="none"))
+        out = []
+        for fwd in forward_each(ctxs, reqs):  # every message re-read in one pass
+            h = fwd.hidden[layer]
             if self.options.realign:
                 h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12) * scale
             out.append(h.astype(np.float32))

@@ -16,10 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from lpca_models import Conditioning, KVCache
+from lpca_models import Conditioning, ForwardRequest, KVCache
 from lpca_models.agents import Turn
 from lpca_protocols.channel import AgentContext, ChannelError
-from lpca_protocols.channels._latent import LatentChannel, LatentMismatchError, LatentOptions, lm
+from lpca_protocols.channels._latent import (
+    LatentChannel,
+    LatentMismatchError,
+    LatentOptions,
+    forward_each,
+    lm,
+)
 
 
 class KVShareOptions(LatentOptions):
@@ -31,7 +37,6 @@ class KVShareChannel(LatentChannel):
     name = "kv-share"
     description = "The sender's KV cache over its view becomes the receiver's past (all or selected layers)."
     Options = KVShareOptions
-    batched_send = False  # one forward sequence per sender
 
     def _layers(self, ctx: AgentContext) -> list[int]:
         n = lm(ctx).backend.info.n_layers
@@ -45,14 +50,16 @@ class KVShareChannel(LatentChannel):
         return sorted(sel)
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
-        out = []
+        reqs = []
         for ctx in ctxs:
             agent = lm(ctx)
-            backend = agent.backend
-            layers = self._layers(ctx)
             turn = Turn(ctx.family, "latent_sender", {"view": ctx.view})
             text = agent.prompt(turn, add_generation_prompt=False)
-            past = backend.forward(backend.prompt_ids(text), return_past=True, logits="none").past
+            reqs.append(ForwardRequest(agent.backend.prompt_ids(text), return_past=True, logits="none"))
+        out = []
+        for ctx, fwd in zip(ctxs, forward_each(ctxs, reqs)):  # every sender's cache from one pass
+            layers = self._layers(ctx)
+            past = fwd.past
             assert past is not None
             lengths = {past.keys[i].shape[1] for i in layers}
             if len(lengths) != 1:

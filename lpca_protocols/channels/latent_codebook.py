@@ -56,11 +56,7 @@ class LatentCodebookChannel(LatentPrefixChannel):
         self.codec = IndexCodec(self.runner.spec.codebook_size)
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
-        out = []
-        for c in ctxs:
-            idx = self.runner.quantize(self.packet(c))
-            out.append(idx.astype(np.float32))
-        return out
+        return [self.runner.quantize(p).astype(np.float32) for p in self.packets(ctxs)]
 
     def apply_control(self, ctxs: Sequence[AgentContext], arrays: list[np.ndarray]) -> list[np.ndarray]:
         size = self.runner.spec.codebook_size

@@ -71,11 +71,26 @@ class LatentPrefixChannel(LatentChannel):
 
     def packet(self, ctx: AgentContext) -> np.ndarray:
         """The k x m continuous packet of one sender."""
-        framework = lm(ctx).backend.info.framework
-        return self.runner.encode(self.sender_states(ctx), framework)
+        return self.packets([ctx])[0]
+
+    def packets(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
+        """The k x m packets of many senders: their states read in one batched forward per agent."""
+        out: list[np.ndarray | None] = [None] * len(ctxs)
+        groups: dict[int, list[int]] = {}
+        for i, ctx in enumerate(ctxs):
+            self._backend(ctx)
+            groups.setdefault(id(lm(ctx)), []).append(i)
+        for idx in groups.values():
+            agent = lm(ctxs[idx[0]])
+            layer = check_layer(ctxs[idx[0]], self.runner.spec.source_layer, "the codec's source_layer")
+            items = [(ctxs[i].family, ctxs[i].view) for i in idx]
+            states = agent.sender_states_batch(items, layer, self.runner.spec.tail)
+            for i, h in zip(idx, states):
+                out[i] = self.runner.encode(h, agent.backend.info.framework)
+        return out  # type: ignore[return-value]
 
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
-        return [self.packet(c) for c in ctxs]
+        return self.packets(ctxs)
 
     def prefix(self, ctx: AgentContext, packet: np.ndarray) -> np.ndarray:
         """The decoded receiver vectors [k, d] (prefix embeddings, or the injected states)."""

@@ -53,7 +53,7 @@ class Receiver:
         ids = torch.tensor(next(iter(rows)))
         with torch.no_grad():
             out = self.core(inputs_embeds=self.core.embed_tokens(ids)[None], use_cache=True, return_dict=True)
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
         return len(ids), kv
 
     def answer_logits(self, prefix: Any, data: dict[str, Any], idx: Any, shared: Any) -> tuple[Any, Any, Any]:
@@ -94,7 +94,7 @@ class Receiver:
             for li, (kk, vv) in enumerate(kv):
                 cache.layers[li].update(kk.expand(b, *kk.shape[1:]), vv.expand(b, *vv.shape[1:]))
             kwargs = {
-                "past_key_values": cache,
+                "cache": cache,
                 "use_cache": True,
                 "position_ids": (plen + torch.arange(t))[None].expand(b, t),
             }
