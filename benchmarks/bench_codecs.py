@@ -4,7 +4,8 @@
    one bulk buffer, next to `np.copy` of the same buffer, and the latency of encode +
    decode of one 576-float vector (SmolLM2's width). Targets: q8_0 encode+decode of
    one vector <= 20 us; bulk q8_0 >= 1 GB/s. q8_0 and q4_0 run numba-compiled kernels
-   when numba is installed (the `fast` extra); their "(numpy)" rows time the numpy code.
+   when numba is installed (the `fast` extra), and so does rotq-tcq's trellis search;
+   their "(numpy)" rows time the numpy code.
 2. Rate-distortion. Hidden states of SmolLM2 at several layers (every position of ~100
    varied texts, duplicates removed), split into train (learned codebooks) and test
    rows. Normalized MSE = mean over test rows of |x - x^|^2 / |x|^2, against bits per
@@ -18,6 +19,7 @@
 
     python benchmarks/bench_codecs.py                 # everything (several minutes on 2 cores)
     python benchmarks/bench_codecs.py --only speed
+    python benchmarks/bench_codecs.py --only speed --codecs rotq-tcq:bits=4 --bulk-mb 8   # one codec, short
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lpca_protocols import codecs
-from lpca_protocols.codecs import ggml, learned
+from lpca_protocols.codecs import ggml, learned, tcq
 
 SPEED_CODECS = [
     "fp32",
@@ -49,7 +51,7 @@ SPEED_CODECS = [
     "rotq-tcq:bits=4",
 ]
 #: Codecs with a compiled path: each also gets a "(numpy)" row, timed with ``jit=False``.
-JIT_CODECS = ("q8_0", "q4_0")
+JIT_CODECS = ("q8_0", "q4_0", "rotq-tcq:bits=4")
 RD_CODECS = [
     "fp16",
     "bf16",
@@ -92,6 +94,8 @@ class Config:
     """Timed repetitions; the best is reported (the machine is shared and noisy)."""
     learned: bool = True
     """Train and measure the learned codecs (vq, rvq, fsq, pq)."""
+    speed_codecs: tuple[str, ...] = tuple(SPEED_CODECS)
+    """Codecs timed in the speed section."""
     png: str = "benchmarks/figures/codecs_rate_distortion.png"
     """Where the rate-distortion plot is written."""
     learned_specs: list[tuple[str, dict]] = field(
@@ -125,7 +129,7 @@ def speed(cfg: Config, extra: dict[str, codecs.Codec]) -> list[dict]:
     vec = bulk[0].copy()
     out = []
     specs = []
-    for s in SPEED_CODECS:
+    for s in cfg.speed_codecs:
         specs.append((s, codecs.get(s)))
         if s in JIT_CODECS:
             specs.append((f"{s} (numpy)", codecs.get(s, jit=False)))
@@ -278,10 +282,14 @@ def main() -> None:
     ap.add_argument("--only", choices=["speed", "rd"], default=None)
     ap.add_argument("--no-learned", action="store_true")
     ap.add_argument("--texts", type=int, default=Config.texts)
+    ap.add_argument("--codecs", default=None, help="speed: only these comma-separated specs (default: all)")
+    ap.add_argument("--bulk-mb", type=int, default=Config.bulk_mb, help="speed: size of the bulk buffer")
     ap.add_argument("--states", default=None, help="cache the hidden states in this .npz (reused if present)")
     ap.add_argument("--png", default=Config.png, help="where the rate-distortion plot is written")
     args = ap.parse_args()
-    cfg = Config(learned=not args.no_learned, texts=args.texts, png=args.png)
+    cfg = Config(learned=not args.no_learned, texts=args.texts, png=args.png, bulk_mb=args.bulk_mb)
+    if args.codecs:
+        cfg.speed_codecs = tuple(filter(None, args.codecs.split(",")))
 
     if args.only in (None, "speed"):
         print("## Speed (GB/s of float32; 576-float vector latency)\n")
@@ -290,6 +298,7 @@ def main() -> None:
             print(f"q8_0 and q4_0: numba {importlib.metadata.version('numba')} kernels\n")
         else:
             print("q8_0 and q4_0: numpy (numba is not installed, or LPCA_NO_JIT is set)\n")
+        print(f"rotq-tcq: {'numba kernels' if tcq.jit_enabled() else 'numpy'}\n")
         print(
             "| codec | buffer MB | np.copy GB/s | encode GB/s | decode GB/s | 576-vec encode us | "
             "576-vec decode us | 576-vec encode+decode us | bytes for 576 floats |"
