@@ -16,10 +16,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lpca_envs._records import fast_init
 from lpca_envs.env import SplitInfoEnv, Violation
 from lpca_envs.errors import TaskError
 from lpca_envs.messages import Message
-from lpca_envs.task import Task
+from lpca_envs.task import Task, Utterance
 
 ScriptedKind = Literal["silent", "oracle", "skyline"]
 SCRIPTED_KINDS: tuple[str, ...] = ("silent", "oracle", "skyline")
@@ -28,13 +29,9 @@ SCRIPTED_KINDS: tuple[str, ...] = ("silent", "oracle", "skyline")
 class ScriptedAgent:
     """One scripted agent. Call `reset` with the episode's task, then `act` each step."""
 
-    def __init__(
-        self, name: str, kind: ScriptedKind, family: Any, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, name: str, kind: ScriptedKind, family: Any, rng: random.Random | None = None) -> None:
         if kind not in SCRIPTED_KINDS:
-            raise TaskError(
-                f"scripted agent kind must be one of {list(SCRIPTED_KINDS)}, got {kind!r}"
-            )
+            raise TaskError(f"scripted agent kind must be one of {list(SCRIPTED_KINDS)}, got {kind!r}")
         self.name, self.kind, self.family = name, kind, family
         self.rng = rng if rng is not None else random.Random(0)
         self.task: Task | None = None
@@ -50,24 +47,32 @@ class ScriptedAgent:
         task = self.task
         if task is None:
             raise TaskError("ScriptedAgent.act() called before reset(task)")
-        for m in obs["inbox"]:
-            self.received.append(m.as_text())
+        inbox = obs["inbox"]
+        if inbox:
+            received = self.received
+            for m in inbox:
+                received.append(m.as_text())
         r = obs["round"] + 1  # the round this action will be taken in
-        action: dict[str, Any] = {}
-        if self.kind == "oracle":
-            u = self._lines.get(r)
+        kind = self.kind
+        action: dict[str, Any] | None = None
+        if kind == "oracle":
+            u = self._lines.get(r) if self._lines else None
             if u is not None:
-                action["message"] = Message.text(self.name, u.recipients, u.text)
+                action = {"message": Message.text(self.name, u.recipients, u.text)}
         if self._answers:
-            if self.kind == "skyline":
-                action["answer"] = self.family.skyline_answer(task)
-            elif self.kind == "silent" or r > task.oracle_rounds:
-                action["answer"] = (
-                    self.family.solve(task, self.name, self.received, self.rng) or None
-                )
-        return action or None
+            if kind == "skyline":
+                answer = self.family.skyline_answer(task)
+            elif kind == "silent" or r > task.oracle_rounds:
+                answer = self.family.solve(task, self.name, self.received, self.rng) or None
+            else:
+                return action
+            if action is None:
+                return {"answer": answer}
+            action["answer"] = answer
+        return action
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EpisodeResult:
     """What one scripted episode produced."""
@@ -84,18 +89,61 @@ class EpisodeResult:
 def play_episode(
     env: SplitInfoEnv, kind: ScriptedKind, seed: int | None = None, rng: random.Random | None = None
 ) -> EpisodeResult:
-    """Run one episode of `env` with all agents scripted as `kind`."""
+    """Run one episode of `env` with all agents scripted as `kind`.
+
+    The agents are `ScriptedAgent`s, one per possible agent, unrolled here: the same
+    actions from the same calls (``solve``/``skyline_answer``, the guesser `rng`) in the
+    same order, without an object and a method call per agent and step.
+    """
     obs, _ = env.reset(seed=seed)
     task = env.task
     assert task is not None
     # The guesser's stream must not be the task generator's: the same seed would replay the secrets.
     rng = rng if rng is not None else random.Random(f"lpca-scripted-guess:{seed}")
-    agents = [ScriptedAgent(a, kind, env.family, rng) for a in env.possible_agents]
-    for ag in agents:
-        ag.reset(task)
+    if kind not in SCRIPTED_KINDS:
+        raise TaskError(f"scripted agent kind must be one of {list(SCRIPTED_KINDS)}, got {kind!r}")
+    family, oracle, answerers = env.family, task.oracle, task.answerers
+    # Per agent, as ScriptedAgent.reset: its name, its oracle lines by round, whether it
+    # answers, and the texts it has received.
+    agents = []
+    for a in env.possible_agents:
+        lines: dict[int, Utterance] = {}
+        for u in oracle:
+            if u.sender == a:
+                lines[u.round] = u
+        agents.append((a, lines, a in answerers, []))
+    speaks, skyline, silent = kind == "oracle", kind == "skyline", kind == "silent"
+    last_line = task.oracle_rounds
+    text = Message.text
+    step = env.step
     while env.agents:
-        actions = {ag.name: ag.act(obs[ag.name]) for ag in agents}
-        obs, *_ = env.step(actions)
+        actions: dict[str, dict[str, Any] | None] = {}
+        for name, lines, answers, received in agents:  # ScriptedAgent.act, agent by agent
+            o = obs[name]
+            inbox = o["inbox"]
+            if inbox:
+                for m in inbox:
+                    received.append(m.as_text())
+            r = o["round"] + 1  # the round this action will be taken in
+            action: dict[str, Any] | None = None
+            if speaks and lines:
+                u = lines.get(r)
+                if u is not None:
+                    action = {"message": text(name, u.recipients, u.text)}
+            if answers:
+                if skyline:
+                    answer = family.skyline_answer(task)
+                elif silent or r > last_line:
+                    answer = family.solve(task, name, received, rng) or None
+                else:
+                    actions[name] = action
+                    continue
+                if action is None:
+                    action = {"answer": answer}
+                else:
+                    action["answer"] = answer
+            actions[name] = action
+        obs = step(actions)[0]
     v = env.verdict
     return EpisodeResult(
         task.task_id,
@@ -120,9 +168,7 @@ class ScriptedSummary:
     violations: int
 
 
-def evaluate_scripted(
-    env: SplitInfoEnv, kind: ScriptedKind, episodes: int, seed: int = 0
-) -> ScriptedSummary:
+def evaluate_scripted(env: SplitInfoEnv, kind: ScriptedKind, episodes: int, seed: int = 0) -> ScriptedSummary:
     """Play `episodes` scripted episodes with seeds ``seed .. seed+episodes-1``."""
     if not isinstance(episodes, int) or episodes < 1:
         raise TaskError(f"episodes must be an int >= 1, got {episodes!r}")

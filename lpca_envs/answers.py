@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lpca_envs._records import fast_init
 from lpca_envs.task import Verdict
 
 _INT_SIMPLE = re.compile(r"[-−]?\d+")
@@ -42,6 +43,8 @@ def parse_int(answer: str) -> tuple[int | None, str]:
 
 def parse_choice(answer: str, choices: frozenset[str]) -> tuple[str | None, str]:
     """Find exactly one of `choices` (lowercase words) in free text."""
+    if answer in choices and answer.isascii() and answer.isalpha() and answer.islower():
+        return answer, ""  # the answer is one [a-z]+ word: _WORD finds exactly it
     words = set(_WORD.findall(answer.lower()))
     hits = words & choices
     if len(hits) == 1:
@@ -56,7 +59,13 @@ _ASSIGN = re.compile(r"\b([A-Za-z]\w*)\s*(?:=|:|is)\s*([-−]?\d+)")
 
 def parse_assignment(answer: str, variables: tuple[str, ...]) -> tuple[dict[str, int] | None, str]:
     """Parse ``x=1, y=2`` style assignments (any separators, case-insensitive names)."""
-    wanted = {v.lower(): v for v in variables}
+    wanted = _WANTED.get(variables) if type(variables) is tuple else None
+    if wanted is None:
+        wanted = {v.lower(): v for v in variables}
+        if type(variables) is tuple:
+            if len(_WANTED) >= 1024:
+                _WANTED.clear()
+            _WANTED[variables] = wanted
     out: dict[str, int] = {}
     for name, value in _ASSIGN.findall(answer):
         key = wanted.get(name.lower())
@@ -66,16 +75,22 @@ def parse_assignment(answer: str, variables: tuple[str, ...]) -> tuple[dict[str,
         if key in out and out[key] != v:
             return None, f"ambiguous: {key} assigned both {out[key]} and {v}"
         out[key] = v
-    missing = [v for v in variables if v not in out]
-    if missing:
-        return None, f"expected a value for every variable {list(variables)}; missing {missing}"
+    for name in variables:
+        if name not in out:
+            missing = [v for v in variables if v not in out]
+            return None, f"expected a value for every variable {list(variables)}; missing {missing}"
     return out, ""
+
+
+# parse_assignment's lowercase name -> variable map, per variables tuple (read-only once built)
+_WANTED: dict[tuple[str, ...], dict[str, str]] = {}
 
 
 def _clip(s: str, n: int = 80) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IntVerifier:
     """The answer is one integer."""
@@ -91,6 +106,7 @@ class IntVerifier:
         return Verdict(False, 0.0, f"wrong: got {value}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ChoiceVerifier:
     """The answer is one word out of a known candidate set."""
@@ -107,6 +123,7 @@ class ChoiceVerifier:
         return Verdict(False, 0.0, f"wrong: got {value}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AssignmentVerifier:
     """The answer assigns an integer to every variable; it must equal the solution."""
@@ -118,7 +135,12 @@ class AssignmentVerifier:
         got, why = parse_assignment(answer, self.variables)
         if got is None:
             return Verdict(False, 0.0, why)
-        wrong = [v for v in self.variables if got[v] != self.solution[v]]
-        if not wrong:
-            return Verdict(True, 1.0, "correct assignment")
-        return Verdict(False, 0.0, f"wrong value for {wrong}")
+        solution = self.solution
+        for v in self.variables:
+            if got[v] != solution[v]:
+                wrong = [v for v in self.variables if got[v] != solution[v]]
+                return Verdict(False, 0.0, f"wrong value for {wrong}")
+        return _CORRECT_ASSIGNMENT
+
+
+_CORRECT_ASSIGNMENT = Verdict(True, 1.0, "correct assignment")

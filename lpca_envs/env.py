@@ -27,11 +27,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from lpca_envs._records import fast_init
 from lpca_envs.errors import (
     ActionError,
     ActionTypeError,
@@ -45,8 +47,10 @@ from lpca_envs.spaces import MessageSpace, text_space
 from lpca_envs.task import Task, TaskFamily, Verdict
 
 _ACTION_KEYS = frozenset(("message", "answer"))
+_NO_VIOLATIONS: Mapping[str, list[Violation]] = MappingProxyType({})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Violation:
     """A rule an agent broke in one step; the offending message/answer was dropped."""
@@ -60,6 +64,7 @@ class Violation:
         return {"agent": self.agent, "round": self.round, "kind": self.kind, "detail": self.detail}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A message as delivered, with the round it crossed in."""
@@ -162,113 +167,192 @@ class SplitInfoEnv(ParallelEnv):
                 f"options['task'] must be a Task with views for {self.possible_agents}, got {task!r}"
             )
         self.task = task
-        self.agents = list(self.possible_agents)
+        self.agents = agents = list(self.possible_agents)
         self.round = 0
         self.transcript = []
         self.violations = []
         self.verdict = None
         self._bits = 0
-        self._sent = dict.fromkeys(self.possible_agents, 0)
-        self._recv = dict.fromkeys(self.possible_agents, 0)
+        self._sent = dict.fromkeys(agents, 0)
+        self._recv = dict.fromkeys(agents, 0)
         self._answers: dict[str, Verdict] = {}
         views = task.views
-        obs = {a: {"view": views[a], "inbox": (), "round": 0} for a in self.agents}
-        infos = {a: self._info(a, ()) for a in self.agents}
+        obs = {}
+        for a in agents:
+            obs[a] = {"view": views[a], "inbox": (), "round": 0}
+        infos = self._infos(agents, task, _NO_VIOLATIONS)
         return obs, infos
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        if self.task is None:
+        task = self.task
+        if task is None:
             raise EpisodeOverError("step() called before reset()")
-        if not self.agents:
+        live = self.agents
+        if not live:
             raise EpisodeOverError("step() called after the episode ended; call reset()")
         if type(actions) is not dict and not isinstance(actions, Mapping):
             raise ActionTypeError(
                 f"actions must be a dict mapping agent names to actions, got {type(actions).__name__}"
             )
-        parsed = [self._parse(agent, act) for agent, act in actions.items()]
+        # Every action is checked before anything changes (`_parse` raises the typed errors).
+        # The common actions are checked inline, by the same rules: None from a live agent
+        # (carries nothing), and a dict with a valid Message and/or a str answer.
+        agent_set = self._agent_set
+        messages: list[tuple[str, Message]] = []
+        answers: list[tuple[str, str]] = []
+        for agent, act in actions.items():
+            if agent in agent_set and agent in live:
+                if act is None:
+                    continue
+                if type(act) is dict and len(act) <= 2 and _ACTION_KEYS.issuperset(act):
+                    msg = act.get("message")
+                    answer = act.get("answer")
+                    if (msg is None or (type(msg) is Message and msg.sender == agent)) and (
+                        answer is None or type(answer) is str
+                    ):
+                        if msg is not None:
+                            for rec in msg.recipients:
+                                if rec not in agent_set or rec == agent:
+                                    break
+                            else:
+                                messages.append((agent, msg))
+                                if answer:
+                                    answers.append((agent, answer))
+                                continue
+                        else:
+                            if answer:
+                                answers.append((agent, answer))
+                            continue
+            _, msg, answer = self._parse(agent, act)
+            if msg is not None:
+                messages.append((agent, msg))
+            if answer is not None:
+                answers.append((agent, answer))
 
         self.round = r = self.round + 1
         budget = self.budget
-        cap, ep_cap = budget.max_bits_per_message, budget.max_bits_per_episode
+        max_rounds = budget.max_rounds
         inbox: dict[str, list[Message]] = {}
         step_violations: dict[str, list[Violation]] = {}
-
-        def violate(agent: str, kind: str, detail: str) -> None:
-            v = Violation(agent, r, kind, detail)
-            step_violations.setdefault(agent, []).append(v)
-            self.violations.append(v)
-
-        task = self.task
-        answers = []
-        for agent, msg, answer in parsed:
-            if answer is not None:
-                answers.append((agent, answer))
-            if msg is None:
-                continue
-            if r > budget.max_rounds:
-                violate(
+        answered = self._answers
+        for agent, msg in messages:  # delivered in the order the actions came
+            bits = msg.bits
+            cap, ep_cap = budget.max_bits_per_message, budget.max_bits_per_episode
+            if r > max_rounds:
+                self._violate(
+                    step_violations,
                     agent,
                     "rounds_exhausted",
-                    f"messages allowed in rounds 1..{budget.max_rounds}; this is step {r}",
+                    f"messages allowed in rounds 1..{max_rounds}; this is step {r}",
                 )
-            elif cap is not None and msg.bits > cap:
-                violate(
+            elif cap is not None and bits > cap:
+                self._violate(
+                    step_violations,
                     agent,
                     "message_over_budget",
-                    f"message of {msg.bits} bits exceeds the {cap}-bit cap",
+                    f"message of {bits} bits exceeds the {cap}-bit cap",
                 )
-            elif ep_cap is not None and self._bits + msg.bits > ep_cap:
-                violate(
+            elif ep_cap is not None and self._bits + bits > ep_cap:
+                self._violate(
+                    step_violations,
                     agent,
                     "episode_budget_exceeded",
-                    f"message of {msg.bits} bits exceeds the {ep_cap - self._bits} bits left this episode",
+                    f"message of {bits} bits exceeds the {ep_cap - self._bits} bits left this episode",
                 )
             else:
-                self._bits += msg.bits
-                self._sent[agent] += msg.bits
+                self._bits += bits
+                self._sent[agent] += bits
+                recv = self._recv
                 for rec in msg.recipients:
-                    inbox.setdefault(rec, []).append(msg)
-                    self._recv[rec] += msg.bits
+                    box = inbox.get(rec)
+                    if box is None:
+                        inbox[rec] = [msg]
+                    else:
+                        box.append(msg)
+                    recv[rec] += bits
                 self.transcript.append(Delivery(r, msg))
 
-        for agent, answer in answers:
-            if agent not in task.answerers:
-                violate(agent, "not_an_answerer", f"only {list(task.answerers)} answer this task")
-            elif agent in self._answers:
-                violate(agent, "already_answered", "an answer was already submitted")
-            elif len(answer) > self.max_answer_chars:
-                violate(
-                    agent, "answer_too_long", f"{len(answer)} > {self.max_answer_chars} characters"
-                )
-                self._answers[agent] = Verdict(False, 0.0, "answer too long")
-            else:
-                self._answers[agent] = task.check(answer)
+        answerers = task.answerers
+        if answers:  # then the answers, in the same order
+            for agent, answer in answers:
+                if agent not in answerers:
+                    self._violate(
+                        step_violations,
+                        agent,
+                        "not_an_answerer",
+                        f"only {list(answerers)} answer this task",
+                    )
+                elif agent in answered:
+                    self._violate(
+                        step_violations, agent, "already_answered", "an answer was already submitted"
+                    )
+                elif len(answer) > self.max_answer_chars:
+                    self._violate(
+                        step_violations,
+                        agent,
+                        "answer_too_long",
+                        f"{len(answer)} > {self.max_answer_chars} characters",
+                    )
+                    answered[agent] = Verdict(False, 0.0, "answer too long")
+                else:
+                    answered[agent] = task.check(answer)
 
-        terminal = len(self._answers) == len(task.answerers)
-        truncated = not terminal and r > budget.max_rounds
+        terminal = len(answered) == len(answerers)
+        truncated = not terminal and r > max_rounds
         reward = 0.0
         if terminal:
-            self.verdict = _combine(self._answers, task.answerers)
+            self.verdict = _combine(answered, answerers)
             reward = self.verdict.score
-        agents = self.agents
+        verdict = self.verdict
+        # Observations and infos (see _infos), built in one pass over the live agents.
         views = task.views
-        obs = {a: {"view": views[a], "inbox": tuple(inbox.get(a, ())), "round": r} for a in agents}
-        rewards = dict.fromkeys(agents, reward)
-        terms = dict.fromkeys(agents, terminal)
-        truncs = dict.fromkeys(agents, truncated)
-        infos = {a: self._info(a, tuple(step_violations.get(a, ()))) for a in agents}
+        ep_cap = budget.max_bits_per_episode
+        left = max_rounds - r
+        if left < 0:
+            left = 0
+        bits = self._bits
+        budget_left = None if ep_cap is None else ep_cap - bits
+        info_bits, task_id = task.info_bits, task.task_id
+        sent, recv = self._sent, self._recv
+        obs = {}
+        infos = {}
+        for a in live:
+            obs[a] = {"view": views[a], "inbox": tuple(inbox[a]) if a in inbox else (), "round": r}
+            info: dict[str, Any] = {
+                "round": r,
+                "rounds_left": left,
+                "bits_sent": sent[a],
+                "bits_received": recv[a],
+                "episode_bits": bits,
+                "budget_left_bits": budget_left,
+                "info_bits": info_bits,
+                "task_id": task_id,
+                "must_answer": a in answerers and a not in answered,
+                "violations": tuple(step_violations[a]) if a in step_violations else (),
+            }
+            if verdict is not None:
+                info["verdict"] = verdict
+            infos[a] = info
+        rewards = dict.fromkeys(live, reward)
+        terms = dict.fromkeys(live, terminal)
+        truncs = dict.fromkeys(live, truncated)
         if terminal or truncated:
             self.agents = []
         if self.render_mode == "human":
             print(self.render())
         return obs, rewards, terms, truncs, infos
 
+    def _violate(
+        self, step_violations: dict[str, list[Violation]], agent: str, kind: str, detail: str
+    ) -> None:
+        v = Violation(agent, self.round, kind, detail)
+        step_violations.setdefault(agent, []).append(v)
+        self.violations.append(v)
+
     # -- helpers ----------------------------------------------------------------------
     def _parse(self, agent: Any, act: Any) -> tuple[str, Message | None, str | None]:
         if agent not in self._agent_set:
-            raise UnknownAgentError(
-                f"unknown agent {agent!r}; this env's agents are {self.possible_agents}"
-            )
+            raise UnknownAgentError(f"unknown agent {agent!r}; this env's agents are {self.possible_agents}")
         if agent not in self.agents:
             raise FinishedAgentError(f"agent {agent!r} is no longer live in this episode")
         if act is None:
@@ -291,9 +375,7 @@ class SplitInfoEnv(ParallelEnv):
                     f"got {type(msg).__name__} (wrap bytes as Message(sender, recipients, payload))"
                 )
             if msg.sender != agent:
-                raise ActionError(
-                    f"agent {agent!r} cannot send a message with sender {msg.sender!r}"
-                )
+                raise ActionError(f"agent {agent!r} cannot send a message with sender {msg.sender!r}")
             for rec in msg.recipients:
                 if rec not in self._agent_set:
                     raise UnknownAgentError(
@@ -316,26 +398,41 @@ class SplitInfoEnv(ParallelEnv):
         """Bits delivered so far in this episode (all agents)."""
         return self._bits
 
-    def _info(self, agent: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
-        task = self.task
-        assert task is not None
-        ep_cap = self.budget.max_bits_per_episode
-        left = self.budget.max_rounds - self.round
-        info: dict[str, Any] = {
-            "round": self.round,
-            "rounds_left": left if left > 0 else 0,
-            "bits_sent": self._sent[agent],
-            "bits_received": self._recv[agent],
-            "episode_bits": self._bits,
-            "budget_left_bits": None if ep_cap is None else ep_cap - self._bits,
-            "info_bits": task.info_bits,
-            "task_id": task.task_id,
-            "must_answer": agent in task.answerers and agent not in self._answers,
-            "violations": violations,
-        }
-        if self.verdict is not None:
-            info["verdict"] = self.verdict
-        return info
+    def _infos(
+        self,
+        agents: list[str],
+        task: Task,
+        step_violations: Mapping[str, list[Violation]],
+    ) -> dict[str, dict[str, Any]]:
+        """Every listed agent's info dict (one pass: the per-step values are read once)."""
+        budget = self.budget
+        ep_cap = budget.max_bits_per_episode
+        r = self.round
+        left = budget.max_rounds - r
+        if left < 0:
+            left = 0
+        bits = self._bits
+        budget_left = None if ep_cap is None else ep_cap - bits
+        info_bits, task_id, answerers = task.info_bits, task.task_id, task.answerers
+        sent, recv, answered, verdict = self._sent, self._recv, self._answers, self.verdict
+        infos = {}
+        for a in agents:
+            info: dict[str, Any] = {
+                "round": r,
+                "rounds_left": left,
+                "bits_sent": sent[a],
+                "bits_received": recv[a],
+                "episode_bits": bits,
+                "budget_left_bits": budget_left,
+                "info_bits": info_bits,
+                "task_id": task_id,
+                "must_answer": a in answerers and a not in answered,
+                "violations": tuple(step_violations[a]) if a in step_violations else (),
+            }
+            if verdict is not None:
+                info["verdict"] = verdict
+            infos[a] = info
+        return infos
 
     def render(self) -> str | None:
         if self.task is None:

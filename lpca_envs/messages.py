@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from lpca_envs._records import fast_init
 from lpca_envs.errors import BudgetError, MessageError
 
 #: Longest metadata value accepted on a message; metadata is for small labels
@@ -17,6 +18,7 @@ MAX_META_CHARS = 256
 _EMPTY_META: Mapping[str, str] = MappingProxyType({})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Message:
     """One message from `sender` to `recipients`.
@@ -35,6 +37,28 @@ class Message:
     meta: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        recipients = self.recipients
+        if (  # fast path, the common message: exact types, computed bits, no metadata
+            self.bits == -1
+            and type(self.payload) is bytes
+            and type(recipients) is tuple
+            and (self.meta is None or self.meta is _EMPTY_META)
+            and type(self.sender) is str
+            and self.sender
+            and type(self.kind) is str
+            and self.kind
+            and recipients
+        ):
+            for r in recipients:
+                if type(r) is not str or not r:
+                    break
+            else:
+                object.__setattr__(self, "bits", 8 * len(self.payload))
+                object.__setattr__(self, "meta", _EMPTY_META)
+                return
+        self._check()
+
+    def _check(self) -> None:
         if not isinstance(self.sender, str) or not self.sender:
             raise MessageError(f"Message.sender must be a non-empty str, got {self.sender!r}")
         recipients = self.recipients
@@ -77,34 +101,51 @@ class Message:
             object.__setattr__(self, "meta", _EMPTY_META)
         else:
             if not isinstance(self.meta, Mapping):
-                raise MessageError(
-                    f"Message.meta must be a mapping, got {type(self.meta).__name__}"
-                )
+                raise MessageError(f"Message.meta must be a mapping, got {type(self.meta).__name__}")
             if len(self.meta) > MAX_META_ITEMS:
-                raise MessageError(
-                    f"Message.meta holds at most {MAX_META_ITEMS} items, got {len(self.meta)}"
-                )
+                raise MessageError(f"Message.meta holds at most {MAX_META_ITEMS} items, got {len(self.meta)}")
             for k, v in self.meta.items():
                 if not (isinstance(k, str) and isinstance(v, str)):
                     raise MessageError(f"Message.meta must map str to str, got {k!r}: {v!r}")
                 if len(k) + len(v) > MAX_META_CHARS:
-                    raise MessageError(
-                        f"Message.meta item {k!r} is longer than {MAX_META_CHARS} characters"
-                    )
+                    raise MessageError(f"Message.meta item {k!r} is longer than {MAX_META_CHARS} characters")
             object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
 
     @classmethod
-    def text(
-        cls, sender: str, recipients: str | tuple[str, ...], text: str, **meta: str
-    ) -> Message:
+    def text(cls, sender: str, recipients: str | tuple[str, ...], text: str, **meta: str) -> Message:
         """A text message: `text` encoded as UTF-8, 8 bits per byte."""
         if not isinstance(text, str):
             raise MessageError(f"Message.text expects str text, got {type(text).__name__}")
-        return cls(sender, recipients, text.encode("utf-8"), "text", -1, meta or _EMPTY_META)
+        payload = text.encode("utf-8")
+        if cls is Message and not meta and type(sender) is str and sender and type(recipients) is tuple:
+            # What __init__ and __post_init__'s fast path do for these arguments, set directly.
+            for r in recipients:
+                if type(r) is not str or not r:
+                    break
+            else:
+                if recipients:
+                    m = _new_message(Message)
+                    _set_sender(m, sender)
+                    _set_recipients(m, recipients)
+                    _set_payload(m, payload)
+                    _set_kind(m, "text")
+                    _set_bits(m, 8 * len(payload))
+                    _set_meta(m, _EMPTY_META)
+                    return m
+        return cls(sender, recipients, payload, "text", -1, meta or _EMPTY_META)
 
     def as_text(self) -> str:
         """The payload decoded as UTF-8 (undecodable bytes replaced)."""
         return self.payload.decode("utf-8", errors="replace")
+
+
+_new_message = object.__new__
+_set_sender = Message.__dict__["sender"].__set__
+_set_recipients = Message.__dict__["recipients"].__set__
+_set_payload = Message.__dict__["payload"].__set__
+_set_kind = Message.__dict__["kind"].__set__
+_set_bits = Message.__dict__["bits"].__set__
+_set_meta = Message.__dict__["meta"].__set__
 
 
 @dataclass(frozen=True, slots=True)

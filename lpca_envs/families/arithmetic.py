@@ -23,6 +23,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lpca_envs import _rand
+from lpca_envs._records import fast_init
 from lpca_envs.answers import IntVerifier
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance
@@ -37,9 +39,15 @@ class _Level:
     n_b: int
     hi: int  # values are 0..hi
     ops: str
+    info_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "info_bits", self.n_a * math.log2(self.hi + 1))
 
 
 _LEVELS = {0: _Level(1, 1, 9, "+-"), 1: _Level(2, 1, 19, "+-*"), 2: _Level(3, 2, 99, "+-*")}
+_ANSWERERS = ("B",)
+_TO_B = ("B",)
 
 # An expression tree is a variable name (str) or (op, left, right).
 Expr = str | tuple
@@ -60,6 +68,18 @@ def _eval(e: Expr, values: dict[str, int]) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
+def _known(names: list[str], values: dict[str, int]) -> tuple[tuple[tuple[str, int], ...], str]:
+    """((name, value), ...) of `names` and its text "a = 1, b = 2"."""
+    pairs = []
+    parts = []
+    for n in names:
+        v = values[n]
+        pairs.append((n, v))
+        parts.append(f"{n} = {v}")
+    return tuple(pairs), ", ".join(parts)
+
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ArithmeticState:
     expr: Expr
@@ -70,9 +90,7 @@ class ArithmeticState:
 
 class Arithmetic(TaskFamily):
     name = "Arithmetic"
-    description = (
-        "B holds an expression, A holds some of its operand values; answer its integer value."
-    )
+    description = "B holds an expression, A holds some of its operand values; answer its integer value."
     info_bits_doc = "m*log2(R): A's m operand values, each uniform over R integers"
     levels = (0, 1, 2)
 
@@ -81,19 +99,23 @@ class Arithmetic(TaskFamily):
 
     def sample(self, rng: random.Random, level: int) -> Task:
         spec = _LEVELS[self.check_level(level)]
-        names = rng.sample(_NAMES, spec.n_a + spec.n_b)
-        a_names, b_names = sorted(names[: spec.n_a]), sorted(names[spec.n_a :])
-        values = {n: rng.randint(0, spec.hi) for n in names}
+        below = rng._randbelow  # the draws of rng.sample/randint/shuffle/randrange/choice
+        n_a = spec.n_a
+        names = _rand.sample(below, _NAMES, n_a + spec.n_b)
+        a_names, b_names = sorted(names[:n_a]), sorted(names[n_a:])
+        span = spec.hi + 1
+        values = {}
+        for n in names:
+            values[n] = below(span)
         leaves: list[Expr] = list(names)
-        rng.shuffle(leaves)
+        _rand.shuffle(below, leaves)
+        ops = spec.ops
         while len(leaves) > 1:  # random binary tree: merge two neighbours
-            i = rng.randrange(len(leaves) - 1)
-            leaves[i : i + 2] = [(rng.choice(spec.ops), leaves[i], leaves[i + 1])]
+            i = below(len(leaves) - 1)
+            leaves[i : i + 2] = [(ops[below(len(ops))], leaves[i], leaves[i + 1])]
         expr = leaves[0]
-        a_vals = tuple((n, values[n]) for n in a_names)
-        b_vals = tuple((n, values[n]) for n in b_names)
-        a_text = ", ".join(f"{n} = {v}" for n, v in a_vals)
-        b_text = ", ".join(f"{n} = {v}" for n, v in b_vals)
+        a_vals, a_text = _known(a_names, values)
+        b_vals, b_text = _known(b_names, values)
         # Values first, the question last: a small model answers what it read last.
         views = {
             "A": (
@@ -107,16 +129,16 @@ class Arithmetic(TaskFamily):
         }
         answer = _eval(expr, values)
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=spec.n_a * math.log2(spec.hi + 1),
-            verifier=IntVerifier(answer),
-            oracle=(Utterance(1, "A", ("B",), a_text),),
-            reference=str(answer),
-            info_detail={"operands_from_A": spec.n_a, "values_per_operand": spec.hi + 1},
-            state=ArithmeticState(expr, a_vals, b_vals, spec.hi),
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            spec.info_bits,
+            IntVerifier(answer),
+            (Utterance(1, "A", _TO_B, a_text),),
+            str(answer),
+            {"operands_from_A": n_a, "values_per_operand": span},
+            ArithmeticState(expr, a_vals, b_vals, spec.hi),
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:

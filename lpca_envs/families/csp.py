@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lpca_envs._records import fast_init
 from lpca_envs.answers import AssignmentVerifier
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance
@@ -72,6 +73,8 @@ _TOKEN = re.compile(r"(\d+)|([a-z])|(!=|<=|>=|==|=|<|>|\+|-)")
 _PARITY = re.compile(r"^([a-z])(?:is)?(even|odd)$|^([a-z])%2==?([01])$")
 _SPLIT = re.compile(r"[;,\n]|\band\b")
 _CACHE_LIMIT = 20000
+_ANSWERERS = ("B",)
+_MISSES = range(60)  # the generator restarts after this many draws in a row that add nothing
 
 
 def _linear(key: str, names: tuple[str, ...]) -> tuple[list[int], str] | None:
@@ -119,12 +122,13 @@ class _Table:
         self.library = _library(spec)
         self.readable = [_readable(c) for c in self.library]
         self.fmt = ", ".join(f"{n}={{}}" for n in spec.names)
+        self.references = [self.fmt.format(*r) for r in self.rows]  # per row: the answer text
+        self.solutions = [dict(zip(spec.names, r, strict=True)) for r in self.rows]  # (copied)
         names = ", ".join(spec.names)
         what = f"the variables {names} (each an integer in 0..{spec.hi})"
         form = ", ".join(f"{n}=<value>" for n in spec.names)
         self.texts = (
-            f"A puzzle over {what} has exactly one solution.\n"
-            "You hold half of its constraints:\n  ",
+            f"A puzzle over {what} has exactly one solution.\nYou hold half of its constraints:\n  ",
             "\nYour partner holds the other half and must find the solution; it cannot see "
             "your constraints, and neither half alone determines the solution.",
             f"Find the values of {what} that satisfy all of these constraints and your "
@@ -136,6 +140,7 @@ class _Table:
         self.lib_masks = [self._to_int(b) for b in bools]
         self.sat_matrix = np.ascontiguousarray(bools.T)  # (N, C): constraints true at row i
         self.sat: dict[int, tuple[int, ...]] = {}
+        self.sat_masks: dict[int, tuple[int, ...]] = {}  # per row: the masks of its `sat`
         for c, m in zip(self.library, self.lib_masks, strict=True):
             self.cache[c] = self.cache[_key(c)] = m
 
@@ -184,6 +189,8 @@ class _Table:
         got = self.sat.get(row)
         if got is None:
             got = self.sat[row] = tuple(np.flatnonzero(self.sat_matrix[row]).tolist())
+            masks = self.lib_masks
+            self.sat_masks[row] = tuple([masks[c] for c in got])
         return got
 
     def pick(self, mask: int, rng: random.Random) -> int:
@@ -195,6 +202,19 @@ class _Table:
         )
         rows = np.flatnonzero(bits)
         return int(rows[int(rng.random() * len(rows))])
+
+
+def _lines(
+    picked: list[int], sat: tuple[int, ...], lib: list[str], readable: list[str]
+) -> tuple[tuple[str, ...], str]:
+    """The compact constraints of `picked` (indices into `sat`) and their view lines."""
+    compact = []
+    lines = []
+    for i in picked:
+        c = sat[i]
+        compact.append(lib[c])
+        lines.append(readable[c])
+    return tuple(compact), "\n  ".join(lines)
 
 
 def _key(piece: str) -> str:
@@ -239,6 +259,7 @@ def _readable(c: str) -> str:
     return _SPACED.sub(r" \1 ", c)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ConstraintSatisfactionState:
     names: tuple[str, ...]
@@ -263,80 +284,80 @@ class ConstraintSatisfaction(TaskFamily):
     def sample(self, rng: random.Random, level: int) -> Task:
         spec = _SPECS[self.check_level(level)]
         table = _table(level)
-        lib, masks, full, size = table.library, table.lib_masks, table.full, table.size
+        lib, full, size = table.library, table.full, table.size
         min_a, min_b = spec.min_a, spec.min_b
         rand = rng.random
+        sat_cache, row_masks, satisfied_by = table.sat, table.sat_masks, table.satisfied_by
         while True:
             row = int(rand() * size)
-            sat = table.satisfied_by(row)
+            sat = sat_cache.get(row) or satisfied_by(row)
+            row_m = row_masks[row]
             n_sat = len(sat)
             a_list: list[int] = []
             b_list: list[int] = []
             a_mask = b_mask = joint = full
             turn_b = rand() < 0.5
-            misses = 0
             # Each added constraint must shrink the joint set (no redundant lines) and
-            # leave its own half with enough candidates; give up after a run of misses.
-            while joint & (joint - 1) and misses < 60:
-                c = sat[int(rand() * n_sat)]
-                m = masks[c]
-                new_joint = joint & m
-                if new_joint != joint:
-                    if turn_b:
-                        new_half = b_mask & m
-                        if new_half.bit_count() >= min_b:
-                            b_list.append(c)
-                            b_mask, joint, turn_b, misses = new_half, new_joint, False, 0
-                            continue
-                    else:
-                        new_half = a_mask & m
-                        if new_half.bit_count() >= min_a:
-                            a_list.append(c)
-                            a_mask, joint, turn_b, misses = new_half, new_joint, True, 0
-                            continue
-                misses += 1
+            # leave its own half with enough candidates; give up after a run of 60 misses.
+            # (a_list/b_list hold indices into `sat`, the row's satisfied constraints.)
+            while joint & (joint - 1):
+                for _ in _MISSES:
+                    i = int(rand() * n_sat)
+                    m = row_m[i]
+                    new_joint = joint & m
+                    if new_joint != joint:
+                        if turn_b:
+                            new_half = b_mask & m
+                            if new_half.bit_count() >= min_b:
+                                b_list.append(i)
+                                b_mask, joint, turn_b = new_half, new_joint, False
+                                break
+                        else:
+                            new_half = a_mask & m
+                            if new_half.bit_count() >= min_a:
+                                a_list.append(i)
+                                a_mask, joint, turn_b = new_half, new_joint, True
+                                break
+                else:  # a run of misses: start over
+                    break
             if joint & (joint - 1) == 0 and a_list and b_list:
                 break
-        halves, half_masks = (a_list, b_list), (a_mask, b_mask)
         # A later, stronger line can imply an earlier one of the same half (x<4 then
         # x<3): drop such lines; the half's candidate set, hence every guarantee, is kept.
-        for h, hm in zip(halves, half_masks, strict=True):
+        for h, hm in ((a_list, a_mask), (b_list, b_mask)):
             if len(h) > 1:
-                for c in tuple(h):
+                for i in tuple(h):
                     rest = full
                     for o in h:
-                        if o != c:
-                            rest &= masks[o]
+                        if o != i:
+                            rest &= row_m[o]
                     if rest == hm:
-                        h.remove(c)
-        values = table.rows[row]
-        a_cons = tuple([lib[c] for c in a_list])
-        b_cons = tuple([lib[c] for c in b_list])
-        n_b, n_a = half_masks[1].bit_count(), half_masks[0].bit_count()
-        names = spec.names
+                        h.remove(i)
         readable = table.readable
+        a_cons, a_lines = _lines(a_list, sat, lib, readable)
+        b_cons, b_lines = _lines(b_list, sat, lib, readable)
+        n_b, n_a = b_mask.bit_count(), a_mask.bit_count()
+        names = spec.names
         head_a, tail_a, head_b, tail_b = table.texts
-        views = {
-            "A": head_a + "\n  ".join([readable[c] for c in a_list]) + tail_a,
-            "B": head_b + "\n  ".join([readable[c] for c in b_list]) + tail_b,
-        }
+        views = {"A": head_a + a_lines + tail_a, "B": head_b + b_lines + tail_b}
+        values = table.rows[row]
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=math.log2(n_b),
-            verifier=AssignmentVerifier(dict(zip(names, values, strict=True)), names),
-            oracle=(Utterance(1, "A", ("B",), "; ".join(a_cons)),),
-            reference=table.fmt.format(*values),
-            info_detail={
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            math.log2(n_b),
+            AssignmentVerifier(table.solutions[row].copy(), names),
+            (Utterance(1, "A", _ANSWERERS, "; ".join(a_cons)),),
+            table.references[row],
+            {
                 "candidates_B": n_b,
                 "candidates_A": n_a,
-                "assignments": table.size,
+                "assignments": size,
                 "constraints_A": len(a_cons),
                 "constraints_B": len(b_cons),
             },
-            state=ConstraintSatisfactionState(names, spec.hi, a_cons, b_cons, values),
+            ConstraintSatisfactionState(names, spec.hi, a_cons, b_cons, values),
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
@@ -355,7 +376,7 @@ class ConstraintSatisfaction(TaskFamily):
                         joint &= m
         if joint == 0:  # contradictory message: fall back on B's own candidates
             joint = own
-        return table.fmt.format(*table.rows[table.pick(joint, rng)])
+        return table.references[table.pick(joint, rng)]
 
     def skyline_answer(self, task: Task) -> str:
         st: ConstraintSatisfactionState = task.state
@@ -364,4 +385,4 @@ class ConstraintSatisfaction(TaskFamily):
         for c in st.a_constraints + st.b_constraints:
             joint &= table.cache[c] or 0
         assert joint and joint & (joint - 1) == 0, "generator broke uniqueness"
-        return table.fmt.format(*table.rows[joint.bit_length() - 1])
+        return table.references[joint.bit_length() - 1]

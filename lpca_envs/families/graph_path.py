@@ -59,6 +59,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from lpca_envs import _rand
+from lpca_envs._records import fast_init
 from lpca_envs.answers import IntVerifier
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance
@@ -141,9 +143,7 @@ def _has_witness(level: int, eb: Sequence[int], ea: Sequence[int], d_b: int) -> 
     return False
 
 
-def _evaluate(
-    level: int, eb: Sequence[int], ea: Sequence[int], target: int = 0
-) -> tuple[int, int] | None:
+def _evaluate(level: int, eb: Sequence[int], ea: Sequence[int], target: int = 0) -> tuple[int, int] | None:
     """(answer d, B's own distance d_B) if the instance is accepted, else None.
 
     With a `target`, also None unless d == target (checked early, for speed).
@@ -168,7 +168,7 @@ def _evaluate(
 def _propose(rng: random.Random, level: int) -> tuple[list[int], list[int]]:
     """B's and A's road sets as pair indices: B uniform, then A uniform among the rest."""
     spec = _LEVELS[level]
-    drawn = rng.sample(range(len(_PAIRS[level])), spec.m_b + spec.m_a)
+    drawn = _rand.sample(rng._randbelow, range(len(_PAIRS[level])), spec.m_b + spec.m_a)
     return drawn[: spec.m_b], drawn[spec.m_b :]
 
 
@@ -195,10 +195,12 @@ def _table(level: int) -> dict[int, list[_Entry]] | None:
 def _draw(rng: random.Random, level: int) -> tuple[Sequence[int], Sequence[int], int, int]:
     """Accepted (B roads, A roads, answer, d_B): answer uniform, then a uniform accepted
     instance with that answer (from the table, or by redrawing proposals)."""
-    target = rng.randint(1, _LEVELS[level].d_max)
-    table = _table(level)
+    below = rng._randbelow  # rng.randint(1, d) is 1 + below(d), rng.choice(s) s[below(len(s))]
+    target = 1 + below(_LEVELS[level].d_max)
+    table = _TABLES[level] if level in _TABLES else _table(level)
     if table is not None:
-        return rng.choice(table[target])
+        entries = table[target]
+        return entries[below(len(entries))]
     while True:
         eb, ea = _propose(rng, level)
         res = _evaluate(level, eb, ea, target)
@@ -206,16 +208,20 @@ def _draw(rng: random.Random, level: int) -> tuple[Sequence[int], Sequence[int],
             return eb, ea, res[0], res[1]
 
 
-def _road(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a < b else (b, a)
-
-
 def _bfs(roads: Sequence[tuple[str, str]], s: str, t: str) -> int | None:
     """Plain BFS over named roads (independent of the bitmask one); None if unreachable."""
     nbrs: dict[str, list[str]] = {}
     for a, b in roads:
-        nbrs.setdefault(a, []).append(b)
-        nbrs.setdefault(b, []).append(a)
+        na = nbrs.get(a)
+        if na is None:
+            nbrs[a] = [b]
+        else:
+            na.append(b)
+        nb = nbrs.get(b)
+        if nb is None:
+            nbrs[b] = [a]
+        else:
+            nb.append(a)
     dist = {s: 0}
     queue = [s]
     for u in queue:
@@ -228,6 +234,7 @@ def _bfs(roads: Sequence[tuple[str, str]], s: str, t: str) -> int | None:
     return None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GraphPathState:
     towns: tuple[str, ...]  # sorted
@@ -240,7 +247,28 @@ class GraphPathState:
 
 
 def _fmt(roads: Sequence[tuple[str, str]]) -> str:
-    return ", ".join(f"{a}-{b}" for a, b in roads)
+    return ", ".join([f"{a}-{b}" for a, b in roads])
+
+
+_ANSWERERS = ("B",)
+# info_bits per level: log2 C(P, m_A), P the pairs B does not hold (no draw changes it)
+_INFO_BITS = {lv: math.log2(math.comb(len(_PAIRS[lv]) - sp.m_b, sp.m_a)) for lv, sp in _LEVELS.items()}
+# The fixed pieces of the views per level, around A's roads, B's roads and "s to t".
+_TEXTS = {
+    lv: (
+        f"You know these {sp.m_a} roads: ",
+        ".\nYour partner knows the other roads and must find the fewest roads on a route "
+        "between two towns that you are not told.",
+        f"You know these {sp.m_b} roads: ",
+        f".\nYour partner knows {sp.m_a} other roads.\n"
+        "Question: using all the roads (yours and your partner's), what is the fewest "
+        "number of roads on a route from ",
+        "? Every shortest route uses at "
+        f"least one of your partner's roads. The answer is between 1 and {sp.d_max}.\n"
+        "Answer with one integer.",
+    )
+    for lv, sp in _LEVELS.items()
+}
 
 
 class GraphPath(TaskFamily):
@@ -254,11 +282,21 @@ class GraphPath(TaskFamily):
 
     def sample(self, rng: random.Random, level: int) -> Task:
         spec = _LEVELS[self.check_level(level)]
-        names = rng.sample(_TOWNS, spec.n)
+        names = _rand.sample(rng._randbelow, _TOWNS, spec.n)  # rng.sample(_TOWNS, n)
         eb, ea, d, d_b = _draw(rng, level)
         pairs = _PAIRS[level]
-        b_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in eb))
-        a_roads = tuple(sorted(_road(names[pairs[p][0]], names[pairs[p][1]]) for p in ea))
+        b_roads = []
+        for p in eb:
+            i, j = pairs[p]
+            u, v = names[i], names[j]
+            b_roads.append((u, v) if u < v else (v, u))
+        b_roads.sort()
+        a_roads = []
+        for p in ea:
+            i, j = pairs[p]
+            u, v = names[i], names[j]
+            a_roads.append((u, v) if u < v else (v, u))
+        a_roads.sort()
         s, t = names[0], names[1]
         towns = tuple(sorted(names))
         intro = (
@@ -267,52 +305,47 @@ class GraphPath(TaskFamily):
             "no road is known to both of you.\n"
         )
         a_text = _fmt(a_roads)  # the oracle message: A's whole road set
+        texts = _TEXTS[level]
         views = {
-            "A": (
-                f"{intro}You know these {spec.m_a} roads: {a_text}.\n"
-                "Your partner knows the other roads and must find the fewest roads on a route "
-                "between two towns that you are not told."
-            ),
-            "B": (
-                f"{intro}You know these {spec.m_b} roads: {_fmt(b_roads)}.\n"
-                f"Your partner knows {spec.m_a} other roads.\n"
-                f"Question: using all the roads (yours and your partner's), what is the fewest "
-                f"number of roads on a route from {s} to {t}? Every shortest route uses at "
-                f"least one of your partner's roads. The answer is between 1 and {spec.d_max}.\n"
-                "Answer with one integer."
-            ),
+            "A": f"{intro}{texts[0]}{a_text}{texts[1]}",
+            "B": f"{intro}{texts[2]}{_fmt(b_roads)}{texts[3]}{s} to {t}{texts[4]}",
         }
         n_pairs = len(pairs) - spec.m_b
         n_candidates = min(spec.d_max, d_b - 1)
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=math.log2(math.comb(n_pairs, spec.m_a)),
-            verifier=IntVerifier(d),
-            oracle=(Utterance(1, "A", ("B",), a_text),),
-            reference=str(d),
-            info_detail={
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            _INFO_BITS[level],
+            IntVerifier(d),
+            (Utterance(1, "A", _ANSWERERS, a_text),),
+            str(d),
+            {
                 "pairs_not_held_by_B": n_pairs,
                 "roads_of_A": spec.m_a,
                 "answer_bits": math.log2(n_candidates),
             },
-            state=GraphPathState(towns, a_roads, b_roads, s, t, spec.m_a, spec.d_max),
+            GraphPathState(towns, tuple(a_roads), tuple(b_roads), s, t, spec.m_a, spec.d_max),
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
         st: GraphPathState = task.state
-        known = {name.lower(): name for name in st.towns}
+        known = {}
+        for name in st.towns:
+            known[name.lower()] = name
         own = set(st.b_roads)
         got: set[tuple[str, str]] = set()
         for text in received:
             for a, b in _ROAD.findall(text):
                 u, v = known.get(a.lower()), known.get(b.lower())
-                if u and v and u != v and _road(u, v) not in own:
-                    got.add(_road(u, v))
+                if u and v and u != v:
+                    road = (u, v) if u < v else (v, u)
+                    if road not in own:
+                        got.add(road)
         if got:
-            d = _bfs(st.b_roads + tuple(sorted(got)), st.source, st.target)
+            # (a BFS distance does not depend on the order of the roads: no need to sort)
+            d = _bfs(st.b_roads + tuple(got), st.source, st.target)
             if d is not None and d <= st.d_max:
                 return str(d)
         # Nothing usable received: uniform over the answers B's own view allows

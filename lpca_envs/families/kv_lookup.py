@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from lpca_envs import _rand
+from lpca_envs._records import fast_init
 from lpca_envs.answers import ChoiceVerifier
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance
@@ -92,8 +94,16 @@ def _level(k: int, n_values: int) -> _Level:
 
 
 _LEVELS = {0: _level(4, 8), 1: _level(8, 16), 2: _level(16, 32)}
+# A's table rows after the name, per pet: "has a cat.", "has an owl."
+_ROWS = {v: f"has {_article(v)} {v}." for v in _PETS}
+_ANSWERERS = _TO_B = ("B",)
+_TO_A = ("A",)
+_CHOICES = {spec.vocab: spec.choices for spec in _LEVELS.values()}
+# B's reading of A's reply, per person asked about (compiled once; bounded for custom states)
+_ANSWER_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KVLookupState:
     people: tuple[str, ...]  # table order; known to both agents
@@ -114,14 +124,23 @@ class KVLookup(TaskFamily):
     def sample(self, rng: random.Random, level: int) -> Task:
         spec = _LEVELS[self.check_level(level)]
         k, vocab = spec.k, spec.vocab
-        people = tuple(rng.sample(_PEOPLE, k))
+        below = rng._randbelow  # the draws of rng.sample and rng.randrange
+        people = tuple(_rand.sample(below, _PEOPLE, k))
         n = len(vocab)
         # random() * n floors exactly uniformly for |V| a power of two (every level), and
         # is faster than rng.choice.
-        pets = tuple([vocab[int(rng.random() * n)] for _ in range(k)])
-        q = rng.randrange(k)
+        rand = rng.random
+        rows = _ROWS
+        pet_list = []
+        lines = []
+        for p in people:
+            v = vocab[int(rand() * n)]
+            pet_list.append(v)
+            lines.append(f"{p} {rows[v]}")
+        pets = tuple(pet_list)
+        table = "\n".join(lines)
+        q = below(k)
         who, pet = people[q], pets[q]
-        table = "\n".join([f"{p} has {_article(v)} {v}." for p, v in zip(people, pets, strict=True)])
         people_text = ", ".join(people)
         # Worded for a small model (Qwen2.5-Coder-0.5B, tuned on seeds 1000..1063; benchmarks/
         # RESULTS.md "The model ladder"): the question comes last and the answer space is named,
@@ -129,28 +148,26 @@ class KVLookup(TaskFamily):
         # pet." (with "Name = pet" its skyline was 80%, with this 92%); and A's view says nothing
         # of the partner's need (a line about it, read in the skyline, cost 11 points).
         views = {
-            "A": (
-                f"Your table of who owns which pet ({k} people):\n{table}"
-            ),
+            "A": (f"Your table of who owns which pet ({k} people):\n{table}"),
             "B": (
                 f"Your partner has a table of who owns which pet ({k} people: {people_text}).\n"
                 f"Which animal does {who} own? Answer with one word, the animal."
             ),
         }
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=spec.two_way,
-            verifier=ChoiceVerifier(pet, spec.choices),
-            oracle=(
-                Utterance(1, "B", ("A",), f"{who}?"),
-                Utterance(2, "A", ("B",), f"{who} = {pet}"),
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            spec.two_way,
+            ChoiceVerifier(pet, spec.choices),
+            (
+                Utterance(1, "B", _TO_A, f"{who}?"),
+                Utterance(2, "A", _TO_B, f"{who} = {pet}"),
             ),
-            reference=pet,
-            info_detail=spec.detail,
-            state=KVLookupState(people, pets, q, vocab),
+            pet,
+            spec.detail,
+            KVLookupState(people, pets, q, vocab),
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
@@ -158,8 +175,16 @@ class KVLookup(TaskFamily):
         who = st.people[st.query]
         # Accept "Name = pet", "Name: pet", "Name is pet", "Name has a pet", case-insensitive, so a
         # one-way dump of the whole table works too; another person's pet is ignored.
-        pattern = re.compile(rf"\b{re.escape(who)}\s*(?:=|:|is|has an?)\s*([A-Za-z]+)", re.IGNORECASE)
-        choices = frozenset(st.vocab)
+        pattern = _ANSWER_PATTERNS.get(who)
+        if pattern is None:
+            if len(_ANSWER_PATTERNS) >= 4096:
+                _ANSWER_PATTERNS.clear()
+            pattern = _ANSWER_PATTERNS[who] = re.compile(
+                rf"\b{re.escape(who)}\s*(?:=|:|is|has an?)\s*([A-Za-z]+)", re.IGNORECASE
+            )
+        choices = _CHOICES.get(st.vocab)
+        if choices is None:
+            choices = frozenset(st.vocab)
         for text in received:
             for word in pattern.findall(text):
                 if word.lower() in choices:

@@ -31,13 +31,23 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lpca_envs._records import fast_init
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance, Verdict
 
 DIGITS = (3, 4, 6)
 _RUN = re.compile(r"\d+")
+_DIGITS = "0123456789"
+_CORRECT = Verdict(True, 1.0, "correct")
+_ANSWERERS = ("B",)
+_INFO_BITS = {n: n * math.log2(10) for n in DIGITS}
+_VIEW_B = {
+    n: f"Your partner knows the {n}-digit door code. What is the door code? Reply with the digits only."
+    for n in DIGITS
+}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PinVerifier:
     """The answer's n-digit runs must all be the code; score = share of positions right."""
@@ -45,7 +55,10 @@ class PinVerifier:
     code: str
 
     def check(self, answer: str) -> Verdict:
-        runs = [r for r in _RUN.findall(answer) if len(r) == len(self.code)]
+        code = self.code
+        if answer == code and code.isascii() and code.isdecimal():
+            return _CORRECT  # the answer is exactly the code: one digit run, the code
+        runs = [r for r in _RUN.findall(answer) if len(r) == len(code)]
         if runs and set(runs) == {self.code}:
             return Verdict(True, 1.0, "correct")
         if not runs:
@@ -67,23 +80,23 @@ class PinRelay(TaskFamily):
 
     def sample(self, rng: random.Random, level: int) -> Task:
         n = DIGITS[self.check_level(level)]
-        code = "".join(rng.choice("0123456789") for _ in range(n))
+        below = rng._randbelow  # rng.choice("0123456789") is "0123456789"[below(10)]
+        code = "".join([_DIGITS[below(10)] for _ in range(n)])
         views = {
             "A": f"You know: the door code is {code}.\nYour partner must type it but does not know it.",
-            "B": f"Your partner knows the {n}-digit door code. What is the door code? "
-            "Reply with the digits only.",
+            "B": _VIEW_B[n],
         }
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=n * math.log2(10),
-            verifier=PinVerifier(code),
-            oracle=(Utterance(1, "A", ("B",), f"code: {code}"),),
-            reference=code,
-            info_detail={"digits": n},
-            state=code,
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            _INFO_BITS[n],
+            PinVerifier(code),
+            (Utterance(1, "A", _ANSWERERS, f"code: {code}"),),
+            code,
+            {"digits": n},
+            code,
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lpca_envs._records import fast_init
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance, Verdict
 
@@ -91,6 +92,7 @@ _HELP = {
 _WORDS_TO_KIND = {words: kind for kind, (words, _, _) in _OPS.items()}
 _MAX_OPS = 32  # longer answers are refused: the interpreter's cost stays bounded
 _MAX_CONST = 10**6
+_ANSWERERS = ("B",)
 
 Op = tuple[str, int | None]
 Program = tuple[Op, ...]
@@ -457,6 +459,7 @@ def _fmt(xs: Sequence[int]) -> str:
     return "[" + ", ".join(map(str, xs)) + "]"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProgramVerifier:
     """Accepts any program that gives the reference's output on every input of the pool.
@@ -489,11 +492,10 @@ class ProgramVerifier:
             wrong = sum(run_program(program, x) != lists[j] for x, j in zip(t.pool, want))
         if not wrong:
             return Verdict(True, 1.0, f"correct: {render_program(program)}")
-        return Verdict(
-            False, 0.0, f"wrong: output differs on {wrong} of {len(t.pool)} test inputs"
-        )
+        return Verdict(False, 0.0, f"wrong: output differs on {wrong} of {len(t.pool)} test inputs")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProgramSynthesisState:
     skeleton: tuple[str, ...]  # A's: the operation kinds, in order
@@ -564,18 +566,19 @@ class ProgramSynthesis(TaskFamily):
             # Accept when the examples fit another skeleton too, pin the true skeleton's
             # constants down (up to equivalence on the pool), and leave silent B at most
             # `cap` chance (every program equivalent to q fits the examples).
-            if (
-                n_fit != fit_s.bit_count()
-                and not fit_s & ~twins[q]
-                and n_equivalent[q] <= cap * n_fit
-            ):
+            if n_fit != fit_s.bit_count() and not fit_s & ~twins[q] and n_equivalent[q] <= cap * n_fit:
                 break
         else:  # pragma: no cover - one draw in 3 to 8 is accepted
             raise RuntimeError("ProgramSynthesis: no acceptable instance found")
         n_skels = len(t.skeleton_ids(fit))
         lists, pool, list_text = t.lists, t.pool, t.list_text
-        examples = tuple((i, pool[i], lists[vec[i]]) for i in idx)
-        ex_text = "\n".join(f"  {list_text(i)} -> {list_text(vec[i])}" for i in idx)
+        examples = []
+        lines = []
+        for i in idx:
+            j = vec[i]
+            examples.append((i, pool[i], lists[j]))
+            lines.append(f"  {list_text(i)} -> {list_text(j)}")
+        ex_text = "\n".join(lines)
         views = {
             "A": t.view_a[s],
             "B": (
@@ -584,15 +587,15 @@ class ProgramSynthesis(TaskFamily):
             ),
         }
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=math.log2(n_skels),
-            verifier=ProgramVerifier(level, q),
-            oracle=(Utterance(1, "A", ("B",), t.skel_texts[s]),),
-            reference=t.prog_texts[q],
-            info_detail={
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            math.log2(n_skels),
+            ProgramVerifier(level, q),
+            (Utterance(1, "A", _ANSWERERS, t.skel_texts[s]),),
+            t.prog_texts[q],
+            {
                 "consistent_skeletons": n_skels,
                 "skeletons_in_level": n_skel,
                 "consistent_programs": n_fit,
@@ -600,9 +603,9 @@ class ProgramSynthesis(TaskFamily):
                 "a_alone_chance": twins[q].bit_count() / sizes[s],
                 "test_inputs": n_pool,
             },
-            state=ProgramSynthesisState(t.skeletons[s], examples, t.programs[q]),
+            ProgramSynthesisState(t.skeletons[s], tuple(examples), t.programs[q]),
             # The views are a function of (program, example inputs): a cheap unique id.
-            task_id=f"{self.name}/{level}/{q}-{'.'.join(map(str, idx))}",
+            f"{self.name}/{level}/{q}-{'.'.join([str(i) for i in idx])}",
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lpca_envs._records import fast_init
 from lpca_envs.messages import Budget
 from lpca_envs.task import Task, TaskFamily, Utterance, Verdict
 
@@ -31,8 +32,19 @@ SLOTS = (
     ("fruit", ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum")),
 )
 _WORD = re.compile(r"[a-z]+")
+_SLOTS = dict(SLOTS)
+_CANDIDATES = {slot: frozenset(cands) for slot, cands in SLOTS}
+_CORRECT = Verdict(True, 1.0, "correct")
+_ANSWERERS = ("B",)
+# Per level n-1: the slots said, B's view and info_bits (what does not depend on the draw).
+_SLOT_TEXT = [" and the ".join(f"secret {slot}" for slot, _ in SLOTS[:n]) for n in (1, 2, 3)]
+_VIEW_B = [
+    f"Your partner knows the {slots}. What is the {slots}? Reply with the word only." for slots in _SLOT_TEXT
+]
+_INFO_BITS = [n * math.log2(8) for n in (1, 2, 3)]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RelayVerifier:
     """Every slot's word must appear, and no other candidate of that slot."""
@@ -43,12 +55,11 @@ class RelayVerifier:
         words = set(_WORD.findall(answer.lower()))
         wrong = []
         for slot, word in self.secrets:
-            cands = dict(SLOTS)[slot]
-            said = words & set(cands)
+            said = words & _CANDIDATES[slot]
             if said != {word}:
                 wrong.append(f"{slot}: {sorted(said) or 'none'}")
         if not wrong:
-            return Verdict(True, 1.0, "correct")
+            return _CORRECT
         return Verdict(False, 0.0, "wrong " + ", ".join(wrong))
 
 
@@ -63,34 +74,35 @@ class SecretRelay(TaskFamily):
 
     def sample(self, rng: random.Random, level: int) -> Task:
         n = self.check_level(level) + 1
-        secrets = tuple((slot, rng.choice(cands)) for slot, cands in SLOTS[:n])
-        said = ", ".join(f"the secret {slot} is {w}" for slot, w in secrets)
-        slots = " and the ".join(f"secret {slot}" for slot, _ in secrets)
+        below = rng._randbelow  # rng.choice(cands) is cands[below(len(cands))]
+        secrets = tuple([(slot, cands[below(len(cands))]) for slot, cands in SLOTS[:n]])
+        said = ", ".join([f"the secret {slot} is {w}" for slot, w in secrets])
         # The candidate lists are public (module docstring) but not repeated in the view:
         # small models copy lists they are shown instead of answering.
         views = {
             "A": f"You know: {said}.\nYour partner must say it but does not know it.",
-            "B": f"Your partner knows the {slots}. What is the {slots}? Reply with the word only.",
+            "B": _VIEW_B[n - 1],
         }
-        oracle_text = "; ".join(f"{slot}: {w}" for slot, w in secrets)
+        oracle_text = "; ".join([f"{slot}: {w}" for slot, w in secrets])
         return Task(
-            family=self.name,
-            level=level,
-            views=views,
-            answerers=("B",),
-            info_bits=n * math.log2(8),
-            verifier=RelayVerifier(secrets),
-            oracle=(Utterance(1, "A", ("B",), oracle_text),),
-            reference=" ".join(w for _, w in secrets),
-            info_detail={"secrets": n, "candidates": 8},
-            state=secrets,
+            self.name,
+            level,
+            views,
+            _ANSWERERS,
+            _INFO_BITS[n - 1],
+            RelayVerifier(secrets),
+            (Utterance(1, "A", _ANSWERERS, oracle_text),),
+            " ".join([w for _, w in secrets]),
+            {"secrets": n, "candidates": 8},
+            secrets,
         )
 
     def solve(self, task: Task, agent: str, received: Sequence[str], rng: random.Random) -> str:
         words = set(_WORD.findall(" ".join(received).lower()))
         out = []
+        slots = _SLOTS
         for slot, _ in task.state:
-            cands = dict(SLOTS)[slot]
+            cands = slots[slot]
             heard = [c for c in cands if c in words]
             out.append(heard[0] if len(heard) == 1 else rng.choice(cands))
         return " ".join(out)
