@@ -175,18 +175,41 @@ class Backend(ABC):
         self._check_steps(steps)
         out = []
         for ids in rows:
-            fwd = self.forward(ids, return_past=True)
-            vecs: list[np.ndarray] = []
-            for t in range(steps):
-                v, stop = step(np.asarray(fwd.logits, dtype=np.float32)[None], t)
-                v, stop = self._check_step_output(v, stop, 1)
-                if stop[0] and vecs:
-                    break
-                vecs.append(v[0])
-                if t + 1 < steps:
-                    fwd = self.forward([], prefix=v[:1], past=fwd.past, return_past=True)
-            out.append(np.stack(vecs))
+            fwd = [self.forward(ids, return_past=True)]
+
+            def advance(v: np.ndarray, fwd: list[Forward] = fwd) -> np.ndarray:
+                fwd[0] = self.forward([], prefix=v[:1], past=fwd[0].past, return_past=True)
+                return np.asarray(fwd[0].logits, dtype=np.float32)[None]
+
+            out += self._emit_loop(1, steps, step, np.asarray(fwd[0].logits, dtype=np.float32)[None], advance)
         return out
+
+    def _emit_loop(
+        self,
+        b: int,
+        steps: int,
+        step: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+        logits: np.ndarray,
+        advance: Callable[[np.ndarray], np.ndarray],
+    ) -> list[np.ndarray]:
+        """The bookkeeping of `decode_embeddings`, shared by every backend: ask `step` for each
+        row's vector, keep it unless the row stops, and `advance` (feed the vectors ``[b, d]``,
+        get the next logits ``[b, V]``) until every row stopped or `steps` ran."""
+        vecs: list[list[np.ndarray]] = [[] for _ in range(b)]
+        done = [False] * b
+        for t in range(steps):
+            v, stop = self._check_step_output(*step(logits, t), b)
+            for i in range(b):
+                if done[i]:
+                    continue
+                if stop[i] and vecs[i]:
+                    done[i] = True
+                else:
+                    vecs[i].append(v[i])
+            if all(done) or t + 1 == steps:
+                break
+            logits = advance(v)
+        return [np.stack(x) for x in vecs]
 
     def sender_states_batch(self, prompts: Sequence[str], layer: int, tail: int = 0) -> list[np.ndarray]:
         """`sender_states` for many prompts in one batched forward."""

@@ -281,22 +281,12 @@ class MlxBackend(Backend):
         h = self._prompt_pass(x, cache, empty, {})[:, -1]
         self.timing.forward_passes += 1
         self.timing.prompt_tokens += sum(len(ids) for ids in rows)
-        vecs: list[list[np.ndarray]] = [[] for _ in range(b)]
-        done = [False] * b
-        for t in range(steps):
-            v, stop = self._check_step_output(*step(_np(self._logits(h)), t), b)
-            for i in range(b):
-                if done[i]:
-                    continue
-                if stop[i] and vecs[i]:
-                    done[i] = True
-                else:
-                    vecs[i].append(v[i])
-            if all(done) or t + 1 == steps:
-                break
-            h = self._prompt_pass(self._mx(v)[:, None], cache, empty, {})[:, -1]
+
+        def advance(v: np.ndarray) -> np.ndarray:
             self.timing.forward_passes += 1
-        return [np.stack(v) for v in vecs]
+            return _np(self._logits(self._prompt_pass(self._mx(v)[:, None], cache, empty, {})[:, -1]))
+
+        return self._emit_loop(b, steps, step, _np(self._logits(h)), advance)
 
     def _prompt_pass(
         self, x: mx.array, cache: list | None, plan: _Plan, captured: dict[int, mx.array]

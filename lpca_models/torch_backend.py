@@ -235,36 +235,26 @@ class TorchBackend(Backend):
             p = self._batch_pass(rows, {}, need_cache=True)
             self.timing.forward_passes += p.passes
             self.timing.prompt_tokens += sum(r.n for r in rows)
-            mask, last_pos, cache = p.mask, p.pos[:, -1], p.cache
-            h = p.hidden[:, -1]
-            vecs: list[list[np.ndarray]] = [[] for _ in range(b)]
-            done = [False] * b
-            for t in range(steps):
-                logits = self._logits(h).float().cpu().numpy()
-                v, stop = self._check_step_output(*step(logits, t), b)
-                for i in range(b):
-                    if done[i]:
-                        continue
-                    if stop[i] and vecs[i]:
-                        done[i] = True
-                    else:
-                        vecs[i].append(v[i])
-                if all(done) or t + 1 == steps:
-                    break
-                mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=self.device)], 1)
-                last_pos = last_pos + 1
-                x = torch.as_tensor(v, dtype=self._dtype, device=self.device)[:, None]
+            state = {"mask": p.mask, "pos": p.pos[:, -1]}
+
+            def advance(v: np.ndarray) -> np.ndarray:
+                state["mask"] = torch.cat(
+                    [state["mask"], torch.ones((b, 1), dtype=torch.long, device=self.device)], 1
+                )
+                state["pos"] = state["pos"] + 1
                 out = self._core(
-                    inputs_embeds=x,
-                    attention_mask=mask,
-                    position_ids=last_pos[:, None],
-                    cache=cache,
+                    inputs_embeds=torch.as_tensor(v, dtype=self._dtype, device=self.device)[:, None],
+                    attention_mask=state["mask"],
+                    position_ids=state["pos"][:, None],
+                    cache=p.cache,
                     use_cache=True,
                     return_dict=True,
                 )
                 self.timing.forward_passes += 1
-                h = out.last_hidden_state[:, -1]
-        return [np.stack(v) for v in vecs]
+                return self._logits(out.last_hidden_state[:, -1]).float().cpu().numpy()
+
+            first = self._logits(p.hidden[:, -1]).float().cpu().numpy()
+            return self._emit_loop(b, steps, step, first, advance)
 
     def _batchable(self, row: _Row, extra: int = 0) -> bool:
         """Whether a row can share a padded pass exactly: its cache (if any) holds every position of
