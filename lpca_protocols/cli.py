@@ -81,7 +81,10 @@ def demo(
         )
         console.print(f"  {r.env_id} L{r.level} {r.protocol}: {r.success:.0%}", highlight=False)
 
-    run_demo(model=model, episodes=episodes, backend=backend, on_row=add)
+    def skip(reason: str) -> None:
+        console.print(f"  {reason}", highlight=False)
+
+    run_demo(model=model, episodes=episodes, backend=backend, on_row=add, on_skip=skip)
     console.print(table)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lpca_envs
@@ -37,6 +38,25 @@ PROTOCOLS: tuple[tuple[str, str, dict[str, Any], int | None], ...] = (
     ("  its shuffle control", "activation-graft", {**GRAFT, "control": "shuffle"}, None),
 )
 
+#: The learned codec of the demo: a 2 x 8 codebook (6 bits per message) trained on the 0.5B for
+#: SecretRelay level 0 (benchmarks/RESULTS.md, "A learned codec on the 0.5B": 200/200 held-out
+#: episodes vs shuffle 11%), committed in the repository beside leaderboard v2.
+CODEC_CHECKPOINT = (
+    Path(__file__).resolve().parents[1] / "benchmarks" / "leaderboard_v2" / "codecs" / "relay0-codebook-k2xK8"
+)
+#: Rows that run only on some cells: (env id, level) -> rows, like PROTOCOLS.
+CELL_PROTOCOLS: dict[tuple[str, int], tuple[tuple[str, str, dict[str, Any], int | None], ...]] = {
+    ("lpca/SecretRelay-v0", 0): (
+        ("learned codebook 2x8", "latent-codebook", {"checkpoint": str(CODEC_CHECKPOINT)}, None),
+        (
+            "  its shuffle control",
+            "latent-codebook",
+            {"checkpoint": str(CODEC_CHECKPOINT), "control": "shuffle"},
+            None,
+        ),
+    ),
+}
+
 
 @dataclass
 class Row:
@@ -58,7 +78,12 @@ def run_demo(
     cells: tuple[tuple[str, int], ...] = CELLS,
     protocols: tuple[tuple[str, str, dict[str, Any], int | None], ...] = PROTOCOLS,
     on_row: Callable[[Row], None] | None = None,
+    cell_protocols: dict[tuple[str, int], tuple] | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> list[Row]:
+    """Every cell x protocol (plus the cell's own rows in `cell_protocols`, default `CELL_PROTOCOLS`;
+    a learned codec is skipped, with the reason passed to `on_skip`, when its checkpoint is missing
+    or was trained on another model)."""
     import lpca_models
     from lpca_models.agents import LMAgent
 
@@ -84,7 +109,8 @@ def run_demo(
             )
             if on_row:
                 on_row(rows[-1])
-        for label, channel, opts, bits in protocols:
+        extra = (CELL_PROTOCOLS if cell_protocols is None else cell_protocols).get((env_id, level), ())
+        for label, channel, opts, bits in (*protocols, *_usable(extra, agent, on_skip)):
             r = run(
                 env_id,
                 channel,
@@ -114,3 +140,21 @@ def run_demo(
             if on_row:
                 on_row(rows[-1])
     return rows
+
+
+def _usable(rows: tuple, agent: Any, on_skip: Callable[[str], None] | None) -> list:
+    """The rows whose learned-codec checkpoint exists and was trained on `agent`'s model."""
+    from lpca_protocols.packet_codec import CheckpointError, load_checkpoint
+
+    out = []
+    for row in rows:
+        ckpt = row[2].get("checkpoint")
+        if ckpt is not None:
+            try:
+                load_checkpoint(ckpt).check_base(agent.backend.info.fingerprint, agent.backend.info.name)
+            except (CheckpointError, OSError) as e:
+                if on_skip is not None:
+                    on_skip(f"{row[0].strip()}: skipped ({e})")
+                continue
+        out.append(row)
+    return out

@@ -41,3 +41,33 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "lpca_protocols.cli", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_demo_runs_its_learned_codec_only_on_the_model_it_was_trained_on():
+    from lpca_protocols.demo import CELL_PROTOCOLS, CODEC_CHECKPOINT, run_demo
+
+    assert (CODEC_CHECKPOINT / "codec.json").is_file()  # the committed 0.5B codebook
+    assert {r[1] for r in CELL_PROTOCOLS[("lpca/SecretRelay-v0", 0)]} == {"latent-codebook"}
+    skipped: list[str] = []
+    rows = run_demo(
+        model="tiny-random-llama",
+        episodes=2,
+        cells=(("lpca/SecretRelay-v0", 0),),
+        protocols=(),
+        on_skip=skipped.append,
+    )
+    assert [r.protocol for r in rows] == ["scripted silent", "scripted oracle"]
+    assert len(skipped) == 2 and all("trained on qwen2.5-coder-0.5b" in s for s in skipped)
+    missing = {
+        ("lpca/SecretRelay-v0", 0): (("codec", "latent-codebook", {"checkpoint": "/nonexistent/c"}, None),)
+    }
+    skipped.clear()
+    run_demo(
+        model="tiny-random-llama",
+        episodes=2,
+        cells=(("lpca/SecretRelay-v0", 0),),
+        protocols=(),
+        cell_protocols=missing,
+        on_skip=skipped.append,
+    )
+    assert len(skipped) == 1 and "codec: skipped" in skipped[0]
