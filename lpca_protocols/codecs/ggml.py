@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from lpca_protocols.codecs._kernels import load_kernels
 from lpca_protocols.codecs.base import Codec, as_float_array, check_shape
 from lpca_protocols.codecs.errors import CodecError
 
@@ -69,16 +68,7 @@ _STARTS = np.arange(0, _Q8_CHUNK, QK)
 @functools.cache
 def _jit() -> Any:
     """The compiled kernels' module, or None: numba missing, ``LPCA_NO_JIT`` set, or a failed load."""
-    if os.environ.get("LPCA_NO_JIT", "") not in ("", "0"):
-        return None
-    try:
-        from lpca_protocols.codecs import _ggml_jit
-    except ImportError:
-        return None
-    except Exception as exc:  # numba present but unusable (LLVM, cache, ...): numpy still works
-        warnings.warn(f"ggml codecs: numba kernels unavailable, using numpy ({exc!r})", stacklevel=3)
-        return None
-    return _ggml_jit
+    return load_kernels("_ggml_jit", "ggml codecs")
 
 
 def jit_enabled() -> bool:

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from lpca_protocols.codecs._kernels import load_kernels
 from lpca_protocols.codecs.base import as_float_array
 from lpca_protocols.codecs.bitpack import pack, unpack
 from lpca_protocols.codecs.errors import CodecError
@@ -61,16 +60,7 @@ _TRAIN_ITERS = 12
 @functools.cache
 def _jit() -> Any:
     """The compiled kernels' module, or None: numba missing, ``LPCA_NO_JIT`` set, or a failed load."""
-    if os.environ.get("LPCA_NO_JIT", "") not in ("", "0"):
-        return None
-    try:
-        from lpca_protocols.codecs import _tcq_jit
-    except ImportError:
-        return None
-    except Exception as exc:  # numba present but unusable (LLVM, cache, ...): numpy still works
-        warnings.warn(f"rotq-tcq: numba kernels unavailable, using numpy ({exc!r})", stacklevel=3)
-        return None
-    return _tcq_jit
+    return load_kernels("_tcq_jit", "rotq-tcq")
 
 
 def jit_enabled() -> bool:
