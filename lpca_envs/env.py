@@ -303,36 +303,11 @@ class SplitInfoEnv(ParallelEnv):
         if terminal:
             self.verdict = _combine(answered, answerers)
             reward = self.verdict.score
-        verdict = self.verdict
-        # Observations and infos (see _infos), built in one pass over the live agents.
         views = task.views
-        ep_cap = budget.max_bits_per_episode
-        left = max_rounds - r
-        if left < 0:
-            left = 0
-        bits = self._bits
-        budget_left = None if ep_cap is None else ep_cap - bits
-        info_bits, task_id = task.info_bits, task.task_id
-        sent, recv = self._sent, self._recv
-        obs = {}
-        infos = {}
-        for a in live:
-            obs[a] = {"view": views[a], "inbox": tuple(inbox[a]) if a in inbox else (), "round": r}
-            info: dict[str, Any] = {
-                "round": r,
-                "rounds_left": left,
-                "bits_sent": sent[a],
-                "bits_received": recv[a],
-                "episode_bits": bits,
-                "budget_left_bits": budget_left,
-                "info_bits": info_bits,
-                "task_id": task_id,
-                "must_answer": a in answerers and a not in answered,
-                "violations": tuple(step_violations[a]) if a in step_violations else (),
-            }
-            if verdict is not None:
-                info["verdict"] = verdict
-            infos[a] = info
+        obs = {
+            a: {"view": views[a], "inbox": tuple(inbox[a]) if a in inbox else (), "round": r} for a in live
+        }
+        infos = self._infos(live, task, step_violations)
         rewards = dict.fromkeys(live, reward)
         terms = dict.fromkeys(live, terminal)
         truncs = dict.fromkeys(live, truncated)
