@@ -155,11 +155,12 @@ class LMAgent:
 
     def answer_turn(self, family: str, view: str, conditioning: Conditioning) -> Turn:
         """A receiver turn: text conditioning goes into the prompt, latent conditioning to the backend."""
-        received = conditioning.text + (
-            self.prompts.get(family, "received_latent").format(marker=PREFIX_MARKER)
-            if conditioning.prefix is not None
-            else ""
-        )
+        latent = ""
+        if conditioning.prefix is not None:
+            primer = conditioning.primer
+            line = self.prompts.get(family, "received_latent") if primer is None else primer + "{marker}\n"
+            latent = line.format(marker=PREFIX_MARKER)
+        received = conditioning.text + latent
         return Turn(family, "receiver", {"view": view, "received": received}, conditioning)
 
 

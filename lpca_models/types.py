@@ -115,13 +115,15 @@ class Conditioning:
     ``text`` is prepended to the prompt; ``prefix`` (``[k, d]`` input embeddings)
     is placed at `PREFIX_MARKER` in the prompt if present, else before the prompt;
     ``injections`` act on the prompt's forward pass; ``past`` is a KV cache the
-    prompt continues from.
+    prompt continues from. ``primer`` is the text a receiver prompt puts before the
+    prefix's marker (None: the prompt book's ``received_latent`` line; "": none).
     """
 
     text: str = ""
     prefix: np.ndarray | None = None
     injections: tuple[Injection, ...] = ()
     past: KVCache | None = None
+    primer: str | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -93,6 +93,14 @@ class Channel:
         """Message rounds this channel uses (the env budget must allow them)."""
         return 1
 
+    def check_pair(self, sender: Any, receiver: Any) -> None:
+        """Refuse a (sender, receiver) pair of models this channel cannot serve (`ModelInfo`s).
+
+        Called by the runner before any episode runs, beside the `requires` check; the default
+        accepts every pair `requires` allows. A cross-model channel (a trained bridge) accepts
+        only the pair it was trained for and raises a `ChannelError` naming it otherwise.
+        """
+
     def send(self, ctxs: Sequence[AgentContext]) -> list[Message | None]:
         """One message (or None) per context: what each agent says this round."""
         return [None] * len(ctxs)

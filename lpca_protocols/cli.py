@@ -226,7 +226,8 @@ def run(
     channel: str = typer.Option(..., "--channel", help="Channel name (see `lpca channels`)."),
     model: str = typer.Option(
         "smollm2-135m",
-        help="Zoo model id (see `lpca models`), or a local Hugging Face directory or .gguf file.",
+        help="Zoo model id (see `lpca models`), or a local Hugging Face directory or .gguf file; "
+        "or one per agent: A=smollm2-135m,B=qwen2.5-coder-0.5b (each model loaded once).",
     ),
     episodes: int = typer.Option(50, min=1, help="Episodes (seeds seed..seed+episodes-1)."),
     level: int = typer.Option(0, help="Task difficulty level."),

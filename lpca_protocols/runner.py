@@ -1,7 +1,9 @@
 """The episode runner: (env, channel, model, budget, seeds) -> one record per episode, in a run directory.
 
 Episodes run in batches in lockstep: every agent of every episode in a batch is
-served by one backend call per phase, so one model instance serves all agents.
+served by one backend call per phase and model, so one model instance serves all
+the agents that use it. Agents may use different models (``model="A=smollm2-135m,
+B=qwen2.5-coder-0.5b"``, `parse_models`): each distinct model is loaded once.
 Per-episode wall times are the batch's phase time divided by the batch size.
 """
 
@@ -14,7 +16,7 @@ import importlib.metadata
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ class RunConfig:
     env_id: str
     channel: str
     model: str
+    """A model for every agent (zoo id, local directory or .gguf), or one per agent:
+    ``"A=smollm2-135m,B=qwen2.5-coder-0.5b"`` (`parse_models`)."""
     level: int = 0
     episodes: int = 50
     seed: int = 0
@@ -76,6 +80,7 @@ def validate(cfg: RunConfig) -> tuple[Channel, Budget, Any]:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise RunError(f"{name} must be an int >= 1, got {v!r}")
+    parse_models(cfg.model, tuple(family.agents))
     channel = make_channel(cfg.channel, **cfg.channel_options)
     base = family.default_budget(cfg.level)
     rounds = cfg.rounds if cfg.rounds is not None else max(base.max_rounds, channel.rounds)
@@ -86,6 +91,60 @@ def validate(cfg: RunConfig) -> tuple[Channel, Budget, Any]:
     except LPCAError as e:
         raise RunError(str(e)) from None
     return channel, budget, family
+
+
+def parse_models(spec: str, agents: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Which model each of `agents` uses: one id for all, or ``"A=id,B=id"`` naming every agent.
+
+    A model id never holds ``=``; a per-agent spec names each agent once, no other names.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise RunError(f"model must be a model id or 'AGENT=id,...', got {spec!r}")
+    if "=" not in spec:
+        return {a: spec.strip() for a in agents}
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        name, eq, model = (x.strip() for x in part.partition("="))
+        if not eq or not name or not model:
+            raise RunError(
+                f"model spec {spec!r}: each part must be AGENT=model-id (agents {', '.join(agents)}), "
+                f"got {part.strip()!r}"
+            )
+        if name not in agents:
+            raise RunError(
+                f"model spec {spec!r}: unknown agent {name!r}; this task's agents are {', '.join(agents)}"
+            )
+        if name in out:
+            raise RunError(f"model spec {spec!r}: agent {name!r} is given twice")
+        out[name] = model
+    missing = [a for a in agents if a not in out]
+    if missing:
+        raise RunError(
+            f"model spec {spec!r}: no model for agent(s) {', '.join(missing)}; name every agent "
+            f"({', '.join(agents)}) or give one model id for all"
+        )
+    return out
+
+
+def load_agents(
+    spec: str,
+    agents: tuple[str, ...] | list[str],
+    *,
+    backend: str = "torch",
+    max_new_tokens: int = 24,
+    loaded: dict[str, LMAgent] | None = None,
+) -> dict[str, LMAgent]:
+    """Each agent's `LMAgent`: every distinct model of `spec` loaded once (reusing `loaded`,
+    a model id -> agent cache the caller keeps across runs)."""
+    import lpca_models
+
+    pool = loaded if loaded is not None else {}
+    out = {}
+    for name, model in parse_models(spec, agents).items():
+        if model not in pool:
+            pool[model] = LMAgent(lpca_models.load(model, backend=backend), max_new_tokens=max_new_tokens)
+        out[name] = pool[model]
+    return out
 
 
 def check_requirements(channel: Channel, sender: Any, receiver: Any) -> None:
@@ -100,8 +159,20 @@ def check_requirements(channel: Channel, sender: Any, receiver: Any) -> None:
         if a != b:
             raise ChannelError(
                 f"channel {channel.name!r} needs sender and receiver to be the same model; got "
-                f"{sender.backend.info.name} and {receiver.backend.info.name}"
+                f"{sender.backend.info.name} and {receiver.backend.info.name} (a cross-model pair "
+                "talks through text channels or a trained latent-bridge)"
             )
+    channel.check_pair(sender.backend.info, receiver.backend.info)
+
+
+def _check_pairs(channel: Channel, tasks: list[Any], agents: Mapping[str, LMAgent], seen: set) -> None:
+    """`check_requirements` for every (holder -> answerer) pair of `tasks`' agents, once per pair."""
+    for task in tasks:
+        for b in task.answerers:
+            for a in agents:
+                if a not in task.answerers and (a, b) not in seen:
+                    check_requirements(channel, agents[a], agents[b])
+                    seen.add((a, b))
 
 
 def run(
@@ -111,7 +182,7 @@ def run(
     *,
     out_dir: str | Path | None = "runs",
     run_dir: str | Path | None = None,
-    agent: LMAgent | None = None,
+    agent: LMAgent | Mapping[str, LMAgent] | None = None,
     progress: Callable[[int, int], None] | None = None,
     **options: Any,
 ) -> RunResult:
@@ -119,7 +190,9 @@ def run(
 
     `options` are `RunConfig` fields (level, episodes, seed, channel_options,
     budget_bits_per_message, budget_bits_per_episode, rounds, backend, batch_size,
-    max_new_tokens). Pass a ready `agent` to reuse a loaded model across runs.
+    max_new_tokens). Pass a ready `agent` to reuse a loaded model across runs: one
+    `LMAgent` for every agent, or a mapping agent name -> `LMAgent` (`load_agents`) for
+    a per-agent `model` spec.
 
     Records go to a new timestamped directory under `out_dir`, or, with `run_dir`, to
     that exact directory, resuming it: the episodes already in its log are kept (a
@@ -153,19 +226,20 @@ def run(
     seeds = [s for b in batches if not set(b) <= done for s in b]
     if records and progress is not None:
         progress(len(records), cfg.episodes)
-    if seeds and agent is None:
-        import lpca_models
-
-        agent = LMAgent(lpca_models.load(model, backend=cfg.backend), max_new_tokens=cfg.max_new_tokens)
-    if agent is not None:
-        check_requirements(chan, agent, agent)
+    names = tuple(family.agents)
+    agents = _agents_for(cfg, names, agent) if seeds or agent is not None else None
+    checked: set[tuple[str, str]] = set()
+    if agents is not None:  # the agents of the run's first task; every batch checks its own below
+        env0 = lpca_envs.make(env_id, level=cfg.level, budget=budget)
+        env0.reset(seed=cfg.seed)
+        _check_pairs(chan, [env0.task], agents, checked)
     envs = [
         lpca_envs.make(env_id, level=cfg.level, budget=budget) for _ in range(min(cfg.batch_size, len(seeds)))
     ]
     for start in range(0, len(seeds), cfg.batch_size):
         batch = seeds[start : start + cfg.batch_size]
         answer_tokens = max(cfg.max_new_tokens, family.answer_tokens)
-        recs = _run_batch(envs[: len(batch)], batch, chan, agent, family.name, answer_tokens)
+        recs = _run_batch(envs[: len(batch)], batch, chan, agents, family.name, answer_tokens, checked)
         records.extend(r.as_dict() for r in recs)
         if run_dir is not None:
             append_episodes(run_dir / "episodes.jsonl", recs)
@@ -177,6 +251,33 @@ def run(
     if run_dir is not None:
         write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     return RunResult(cfg, records, summary, run_dir)
+
+
+def _agents_for(
+    cfg: RunConfig, names: tuple[str, ...], agent: LMAgent | Mapping[str, LMAgent] | None
+) -> dict[str, LMAgent]:
+    """Each agent's LMAgent: the given one(s), checked against the config's model spec, or loaded."""
+    models = parse_models(cfg.model, names)
+    if agent is None:
+        return load_agents(cfg.model, names, backend=cfg.backend, max_new_tokens=cfg.max_new_tokens)
+    if isinstance(agent, Mapping):
+        missing = [n for n in names if n not in agent]
+        if missing:
+            raise RunError(f"agent mapping has no LMAgent for agent(s) {', '.join(missing)}")
+        agents = {n: agent[n] for n in names}
+    else:
+        if len(set(models.values())) > 1:
+            raise RunError(
+                f"model spec {cfg.model!r} names {len(set(models.values()))} models but one ready agent "
+                "was given; pass a mapping agent name -> LMAgent (`load_agents`)"
+            )
+        agents = dict.fromkeys(names, agent)
+    # agents that share a model id must share one loaded model (and different ids different ones)
+    by_model: dict[str, int] = {}
+    for n in names:
+        if by_model.setdefault(models[n], id(agents[n])) != id(agents[n]):
+            raise RunError(f"agents using model {models[n]!r} must share one LMAgent")
+    return agents
 
 
 def resume_run_dir(run_dir: Path, cfg: RunConfig) -> list[dict[str, Any]]:
@@ -210,7 +311,8 @@ class _Batch:
     tasks: list
     ctxs: list[dict[str, AgentContext]]
     """Per episode, each agent's context."""
-    agent: LMAgent
+    agents: dict[str, LMAgent]
+    """Each agent name's LMAgent (several names may share one)."""
     family: str
     phase: dict[str, float] = field(default_factory=lambda: {"sender": 0.0, "channel": 0.0, "receiver": 0.0})
     passes: list[int] = field(default_factory=list)
@@ -221,21 +323,41 @@ class _Batch:
         self.passes = [0] * len(self.envs)
         self.messages = [[] for _ in self.envs]
 
+    def backends(self) -> list[Any]:
+        """The distinct backends of this batch's agents."""
+        return list({id(a.backend): a.backend for a in self.agents.values()}.values())
+
+    def counters(self) -> tuple[int, int, int]:
+        """(generated tokens, prompt tokens, forward passes) summed over the batch's backends."""
+        ts = [be.timing for be in self.backends()]
+        return (
+            sum(t.generated_tokens for t in ts),
+            sum(t.prompt_tokens for t in ts),
+            sum(t.forward_passes for t in ts),
+        )
+
 
 def _run_batch(
-    envs: list, seeds: list[int], chan: Channel, agent: LMAgent, family: str, max_answer_tokens: int
+    envs: list,
+    seeds: list[int],
+    chan: Channel,
+    agents: dict[str, LMAgent],
+    family: str,
+    max_answer_tokens: int,
+    checked: set | None = None,
 ) -> list[EpisodeRecord]:
     """One batch of episodes, phase by phase (ARCHITECTURE's "one episode, end to end")."""
-    batch = _reset(envs, seeds, agent, family)
-    gen0 = agent.backend.timing.generated_tokens, agent.backend.timing.prompt_tokens
+    batch = _reset(envs, seeds, agents, family)
+    _check_pairs(chan, batch.tasks, agents, checked if checked is not None else set())
+    gen0 = batch.counters()
     for r in range(1, chan.rounds + 1):
         _send_round(batch, chan, r)
     _receive_and_answer(batch, chan, max_answer_tokens)
-    gen1 = agent.backend.timing.generated_tokens - gen0[0], agent.backend.timing.prompt_tokens - gen0[1]
-    return _records(batch, gen1)
+    gen1 = batch.counters()
+    return _records(batch, (gen1[0] - gen0[0], gen1[1] - gen0[1]))
 
 
-def _reset(envs: list, seeds: list[int], agent: LMAgent, family: str) -> _Batch:
+def _reset(envs: list, seeds: list[int], agents: dict[str, LMAgent], family: str) -> _Batch:
     """Reset every env to its seed; each agent's context (view, task, budget, peer)."""
     obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
     tasks = [env.task for env in envs]
@@ -247,23 +369,31 @@ def _reset(envs: list, seeds: list[int], agent: LMAgent, family: str) -> _Batch:
         for a in env.possible_agents:
             peer = answerer if a != answerer else (holders[0] if holders else a)
             row[a] = AgentContext(
-                a, ob[a]["view"], task, family, 0, env.budget, agent, peer, is_answerer=a in task.answerers
+                a,
+                ob[a]["view"],
+                task,
+                family,
+                0,
+                env.budget,
+                agents[a],
+                peer,
+                is_answerer=a in task.answerers,
             )
         ctxs.append(row)
-    return _Batch(envs, seeds, tasks, ctxs, agent, family)
+    return _Batch(envs, seeds, tasks, ctxs, agents, family)
 
 
 def _send_round(b: _Batch, chan: Channel, r: int) -> None:
     """Round `r`: every agent's `channel.send`, then each env steps with the messages (delivery)."""
-    n, timing = len(b.envs), b.agent.backend.timing
+    n = len(b.envs)
     flat = [(i, c) for i in range(n) for c in b.ctxs[i].values()]
     for _, c in flat:
         c.round = r
     t = time.perf_counter()
-    before = timing.forward_passes
+    before = b.counters()[2]
     sent = chan.send([c for _, c in flat])
     b.phase["sender"] += time.perf_counter() - t
-    calls = timing.forward_passes - before
+    calls = b.counters()[2] - before
     if not chan.batched_send:  # one forward sequence per sender: each episode's share
         calls = -(-calls // max(1, sum(m is not None for m in sent)))
     t = time.perf_counter()
@@ -303,8 +433,15 @@ def _receive_and_answer(b: _Batch, chan: Channel, max_answer_tokens: int) -> Non
     diag = sum(float(c.diagnostics.get("diagnostic_time_s", 0.0)) for _, c in answer_ctxs)
     b.phase["channel"] += time.perf_counter() - t - diag
     t = time.perf_counter()
-    turns = [b.agent.answer_turn(b.family, c.view, cond) for (_, c), cond in zip(answer_ctxs, conds)]
-    gens = b.agent.run(turns, max_new_tokens=max_answer_tokens)
+    gens: list[Any] = [None] * len(answer_ctxs)
+    groups: dict[int, list[int]] = {}  # one batched generation per model
+    for j, (_, c) in enumerate(answer_ctxs):
+        groups.setdefault(id(c.agent), []).append(j)
+    for idx in groups.values():
+        agent = answer_ctxs[idx[0]][1].agent
+        turns = [agent.answer_turn(b.family, answer_ctxs[j][1].view, conds[j]) for j in idx]
+        for j, g in zip(idx, agent.run(turns, max_new_tokens=max_answer_tokens)):
+            gens[j] = g
     b.phase["receiver"] += time.perf_counter() - t
     for (i, c), g in zip(answer_ctxs, gens):
         b.answers[i] = extract_answer(g.text)

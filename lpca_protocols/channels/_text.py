@@ -24,16 +24,20 @@ def generate(
     per_ctx: Sequence[dict[str, str]] | None = None,
     max_new_tokens: int | None = None,
 ) -> list[str]:
-    """One LM generation per context (batched on the shared backend)."""
-    if not ctxs:
-        return []
-    agent = lm(ctxs[0])
-    turns = []
+    """One LM generation per context (one batched call per model: agents may use different models)."""
+    groups: dict[int, list[int]] = {}
     for i, c in enumerate(ctxs):
-        fields = {"view": c.view, **(extra or {}), **(per_ctx[i] if per_ctx else {})}
-        turns.append(Turn(c.family, role, fields))
-    gens = agent.run(turns, max_new_tokens=max_new_tokens)
-    return [extract_answer(g.text, max_chars=4000) for g in gens]
+        groups.setdefault(id(lm(c)), []).append(i)
+    out = [""] * len(ctxs)
+    for idx in groups.values():
+        turns = []
+        for i in idx:
+            c = ctxs[i]
+            fields = {"view": c.view, **(extra or {}), **(per_ctx[i] if per_ctx else {})}
+            turns.append(Turn(c.family, role, fields))
+        for i, g in zip(idx, lm(ctxs[idx[0]]).run(turns, max_new_tokens=max_new_tokens)):
+            out[i] = extract_answer(g.text, max_chars=4000)
+    return out
 
 
 def text_message(ctx: AgentContext, text: str, cap_bytes: int | None = None, **meta: str) -> Message:

@@ -13,6 +13,7 @@ def register_channels(register: Callable[[type], None]) -> None:
     from lpca_protocols.channels.graft import GraftChannel
     from lpca_protocols.channels.hidden_packet import HiddenPacketChannel
     from lpca_protocols.channels.kv_share import KVShareChannel
+    from lpca_protocols.channels.latent_bridge import LatentBridgeChannel
     from lpca_protocols.channels.latent_codebook import LatentCodebookChannel
     from lpca_protocols.channels.latent_prefix import LatentPrefixChannel
     from lpca_protocols.channels.none import NoneChannel
@@ -40,3 +41,4 @@ def register_channels(register: Callable[[type], None]) -> None:
         register(cls)
     register(LatentPrefixChannel)
     register(LatentCodebookChannel)
+    register(LatentBridgeChannel)

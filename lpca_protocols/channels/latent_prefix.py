@@ -58,14 +58,22 @@ class LatentPrefixChannel(LatentChannel):
         self.runner = CodecRunner(ckpt)
 
     def _backend(self, ctx: AgentContext) -> object:
+        """The receiver's backend, after checking the decoder was trained for its model."""
         backend = lm(ctx).backend
         info = backend.info
         self.runner.ckpt.check_base(info.fingerprint, info.name)
         return backend
 
+    def _sender(self, ctx: AgentContext) -> object:
+        """The sender's backend, after checking the encoder was trained on its model's states."""
+        backend = lm(ctx).backend
+        info = backend.info
+        self.runner.ckpt.check_sender(info.fingerprint, info.name)
+        return backend
+
     def sender_states(self, ctx: AgentContext) -> np.ndarray:
         """The sender's hidden states [T, d] at the codec's layer over its prompt (the spec's tail)."""
-        self._backend(ctx)
+        self._sender(ctx)
         layer = check_layer(ctx, self.runner.spec.source_layer, "the codec's source_layer")
         return lm(ctx).sender_states(ctx.family, ctx.view, layer, self.runner.spec.tail)
 
@@ -78,7 +86,7 @@ class LatentPrefixChannel(LatentChannel):
         out: list[np.ndarray | None] = [None] * len(ctxs)
         groups: dict[int, list[int]] = {}
         for i, ctx in enumerate(ctxs):
-            self._backend(ctx)
+            self._sender(ctx)
             groups.setdefault(id(lm(ctx)), []).append(i)
         for idx in groups.values():
             agent = lm(ctxs[idx[0]])
@@ -102,7 +110,7 @@ class LatentPrefixChannel(LatentChannel):
         vectors = self.prefix(ctx, payload)
         spec = self.runner.spec
         if spec.inject_layer is None:
-            return Conditioning(prefix=vectors)
+            return Conditioning(prefix=vectors, primer=spec.primer)
         n = lm(ctx).backend.info.n_layers
         if spec.inject_layer >= n:
             raise ChannelError(
@@ -110,16 +118,19 @@ class LatentPrefixChannel(LatentChannel):
                 f"{lm(ctx).backend.info.name} has blocks 1..{n} and an injection must precede the last"
             )
         placeholder = np.zeros_like(vectors)
-        at = marker_positions(ctx, placeholder)
+        at = marker_positions(ctx, placeholder, spec.primer)
         return Conditioning(
-            prefix=placeholder, injections=(Injection(spec.inject_layer, vectors, at, spec.inject_mode),)
+            prefix=placeholder,
+            injections=(Injection(spec.inject_layer, vectors, at, spec.inject_mode),),
+            primer=spec.primer,
         )
 
 
-def marker_positions(ctx: AgentContext, prefix: np.ndarray) -> tuple[int, ...]:
+def marker_positions(ctx: AgentContext, prefix: np.ndarray, primer: str | None = None) -> tuple[int, ...]:
     """Positions of `prefix`'s rows in the receiver's answer prompt (at the marker, else first),
     counted as the backend's forward counts them (BOS included)."""
     agent = lm(ctx)
-    prompt = agent.prompt(agent.answer_turn(ctx.family, ctx.view, Conditioning(prefix=prefix)))
+    cond = Conditioning(prefix=prefix, primer=primer)
+    prompt = agent.prompt(agent.answer_turn(ctx.family, ctx.view, cond))
     start = agent.backend.marker_position(prompt)
     return tuple(range(start, start + len(prefix)))

@@ -60,5 +60,3 @@ class IndexCodec(Codec):
         if idx.size and idx.max() >= self.size:
             raise CodecError(f"{self.spec}: decoded index {int(idx.max())} is outside 0..{self.size - 1}")
         return idx.reshape(shp)
-
-

@@ -22,7 +22,11 @@ CONFIG = "codec.json"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded codec checkpoint: spec, float32 weights, the base model it was trained on."""
+    """A loaded codec checkpoint: spec, float32 weights, the model(s) it was trained on.
+
+    ``base_*`` is the receiver's model (the decoder writes into its embedding space); a
+    cross-model bridge also records its sender's (``sender_*``; empty: the same model).
+    """
 
     spec: CodecSpec
     weights: dict[str, np.ndarray]
@@ -30,13 +34,37 @@ class Checkpoint:
     base_fingerprint: str
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    sender_model: str = ""
+    sender_fingerprint: str = ""
+
+    @property
+    def is_bridge(self) -> bool:
+        """Trained for a sender model other than its receiver."""
+        return bool(self.sender_fingerprint) and self.sender_fingerprint != self.base_fingerprint
+
+    @property
+    def pair(self) -> str:
+        """``sender -> receiver`` (model names) for messages."""
+        return f"{self.sender_model or self.base_model} -> {self.base_model}"
 
     def check_base(self, fingerprint: str, model_name: str = "") -> None:
+        """Refuse a receiver model other than the one the decoder was trained for."""
         if fingerprint != self.base_fingerprint:
+            what = f"the bridge {self.pair}" if self.is_bridge else self.base_model
             raise CheckpointMismatchError(
-                f"codec checkpoint {self.path} was trained on {self.base_model} "
-                f"({self.base_fingerprint[:12]}...), this model is {model_name or '?'} "
-                f"({fingerprint[:12]}...); a learned codec only works on its own base model"
+                f"codec checkpoint {self.path} was trained for receiver {what} "
+                f"({self.base_fingerprint[:12]}...), this receiver is {model_name or '?'} "
+                f"({fingerprint[:12]}...); a learned codec only works on the models it was trained on"
+            )
+
+    def check_sender(self, fingerprint: str, model_name: str = "") -> None:
+        """Refuse a sender model other than the one the encoder was trained on."""
+        want = self.sender_fingerprint or self.base_fingerprint
+        if fingerprint != want:
+            raise CheckpointMismatchError(
+                f"codec checkpoint {self.path} reads the hidden states of sender "
+                f"{self.sender_model or self.base_model} ({want[:12]}...) ({self.pair}), this sender is "
+                f"{model_name or '?'} ({fingerprint[:12]}...); train a bridge for this pair"
             )
 
 
@@ -47,8 +75,13 @@ def save_checkpoint(
     base_model: str,
     base_fingerprint: str,
     meta: dict[str, Any] | None = None,
+    sender_model: str = "",
+    sender_fingerprint: str = "",
 ) -> Path:
-    """Write ``codec.safetensors`` then ``codec.json`` (its presence marks a complete checkpoint)."""
+    """Write ``codec.safetensors`` then ``codec.json`` (its presence marks a complete checkpoint).
+
+    ``base_*`` is the receiver's model; ``sender_*`` a bridge's sender (empty: the same model).
+    """
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -69,6 +102,8 @@ def save_checkpoint(
         "weights_sha256": hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest(),
         "meta": dict(meta or {}),
     }
+    if sender_fingerprint and sender_fingerprint != base_fingerprint:
+        doc.update(sender_model=sender_model, sender_fingerprint=sender_fingerprint)
     tmp = path / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
     tmp.replace(path / CONFIG)
@@ -92,6 +127,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise CheckpointError(f"{cfg}: format {doc.get('format')!r}, expected {FORMAT!r}")
         spec = CodecSpec(**doc["spec"])
         base_model, base_fp = str(doc["base_model"]), str(doc["base_fingerprint"])
+        sender_model, sender_fp = str(doc.get("sender_model", "")), str(doc.get("sender_fingerprint", ""))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{cfg} is not a valid codec config ({type(e).__name__}: {e})") from None
     data = wfile.read_bytes()
@@ -114,4 +150,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         detail = ", ".join(f"{n}: got {g}, expected {s}" for n, (g, s) in sorted(bad.items()))
         raise CheckpointError(f"{wfile} has weights of the wrong shape: {detail}")
     w = {n: np.asarray(weights[n], dtype=np.float32) for n in want}
-    return Checkpoint(spec, w, base_model, base_fp, dict(doc.get("meta", {})), path)
+    return Checkpoint(spec, w, base_model, base_fp, dict(doc.get("meta", {})), path, sender_model, sender_fp)

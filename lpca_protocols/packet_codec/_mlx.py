@@ -60,4 +60,6 @@ def mlx_decode(w: dict[str, Any], spec: CodecSpec, p: np.ndarray) -> np.ndarray:
     y = _mlx_linear(w, "dec.out", _mlx_gelu(_mlx_linear(w, "dec.inp", mx.array(p)) + w["dec.slots"]))
     if spec.bounded:
         y = mx.tanh(y) * w["dec.scale"]
+    if spec.recolour:
+        y = y + w["dec.shift"]
     return np.array(y, dtype=np.float32)

@@ -67,4 +67,3 @@ class CodecRunner:
         """The quantized packet [k, m] of `indices` [symbols_per_message]."""
         idx = np.asarray(indices, np.int64).reshape(1, self.spec.symbols_per_message)
         return dequantize(self.spec, self.ckpt.weights, idx)[0]
-

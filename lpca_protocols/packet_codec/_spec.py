@@ -20,7 +20,8 @@ class CheckpointError(ChannelError):
 
 
 class CheckpointMismatchError(CheckpointError):
-    """A codec checkpoint was trained on another base model (fingerprint differs)."""
+    """A codec checkpoint was trained on another base model (fingerprint differs), or a bridge
+    checkpoint meets another (sender, receiver) pair than the one it was trained for."""
 
 
 QUANTIZERS = ("vq", "rvq", "fsq")
@@ -62,6 +63,15 @@ class CodecSpec:
     """None: the decoded vectors are prefix embeddings; l: they enter the residual stream after block l."""
     inject_mode: str = "replace"
     """With inject_layer: replace the placeholders' residual there, or add to it."""
+    recolour: bool = False
+    """The decoder's output is shifted by a learned per-dimension offset (``dec.shift``, initialized
+    to the receiver's input-embedding mean): with ``dec.scale`` (initialized from the embedding
+    table's spread) it recolours the bounded output to the receiver's embedding statistics. A
+    cross-model bridge's normalizer is the sender-side standardization (``enc.mu``/``enc.sd``)
+    plus this."""
+    primer: str | None = None
+    """Text the receiver's prompt puts before the packet's vectors (None: the prompt book's
+    ``received_latent`` line, "Message from your partner: "; "" puts the vectors alone)."""
     positions: int = 0
     """Learned position embeddings of the resampler's inputs, by distance from the prompt's last
     position (0 = last; farther ones share the last row); 0: none (the resampler then sees a bag
@@ -76,6 +86,8 @@ class CodecSpec:
             raise CheckpointError(f"width {self.width} must be a multiple of heads {self.heads}")
         if self.inject_layer is not None and (isinstance(self.inject_layer, bool) or self.inject_layer < 0):
             raise CheckpointError(f"inject_layer must be None or a layer >= 0, got {self.inject_layer!r}")
+        if self.primer is not None and (not isinstance(self.primer, str) or "{" in self.primer):
+            raise CheckpointError(f"primer must be None or text without braces, got {self.primer!r}")
         if isinstance(self.positions, bool) or not 0 <= self.positions <= 4096:
             raise CheckpointError(f"positions must be 0..4096, got {self.positions!r}")
         if self.inject_mode not in INJECT_MODES:
@@ -147,6 +159,8 @@ class CodecSpec:
         }
         if self.bounded:
             shapes["dec.scale"] = (self.d_out,)
+        if self.recolour:
+            shapes["dec.shift"] = (self.d_out,)
         if self.positions:
             shapes["enc.pos"] = (self.positions, w)
         if self.kind == "codebook" and self.quantizer == "vq":

@@ -63,6 +63,8 @@ def _torch_classes() -> Any:
             self.dec.out = nn.Linear(w, spec.d_out)
             if spec.bounded:
                 self.dec.scale = nn.Parameter(torch.ones(spec.d_out))
+            if spec.recolour:
+                self.dec.shift = nn.Parameter(torch.zeros(spec.d_out))
             for name, shape in spec.weight_shapes().items():  # the quantizer's exported tables
                 if name == "codebook":
                     self.register_buffer("codebook", torch.zeros(shape))
@@ -99,6 +101,8 @@ def _torch_classes() -> Any:
             y = dc.out(torch.nn.functional.gelu(dc.inp(packet) + dc.slots[None]))
             if self.spec.bounded:
                 y = torch.tanh(y) * dc.scale
+            if self.spec.recolour:
+                y = y + dc.shift
             return y
 
         def load_quantizer(self, tables: dict[str, torch.Tensor]) -> None:

@@ -145,10 +145,13 @@ def _check_models(cfg: SweepConfig) -> None:
     from lpca_models.errors import ModelError
 
     for i, m in enumerate(cfg.models):
-        try:
-            zoo.get_spec(m)
-        except ModelError as e:
-            raise SweepConfigError(f"models[{i}]: {e}") from None
+        # a per-agent spec ("A=id,B=id") names a model per agent; its agent names are checked per env
+        ids = [part.partition("=")[2].strip() for part in m.split(",")] if "=" in m else [m]
+        for model in ids:
+            try:
+                zoo.get_spec(model)
+            except ModelError as e:
+                raise SweepConfigError(f"models[{i}]: {e}") from None
     if len(set(cfg.models)) != len(cfg.models):
         raise SweepConfigError(f"models repeat a model: {cfg.models}")
 

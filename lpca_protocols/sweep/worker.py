@@ -33,20 +33,28 @@ class CellWorker:
         """How many times this worker loaded a model (a test checks it is once per model)."""
 
     def agent(self, cell: Cell) -> Any:
+        """The agents of `cell`: agent name -> LMAgent, each distinct model loaded once per group."""
         if self._group != cell.group:
-            self._agent = None  # free the previous model before loading the next
-            import lpca_models
-            from lpca_models.agents import LMAgent
-
+            self._agent = None  # free the previous models before loading the next
+            self._group = cell.group
             if self.threads and cell.run.backend == "torch":
                 import torch
 
                 torch.set_num_threads(self.threads)
-            backend = lpca_models.load(cell.run.model, backend=cell.run.backend)
-            self._agent = LMAgent(backend, max_new_tokens=cell.run.max_new_tokens)
-            self._group = cell.group
-            self.loads += 1
-        return self._agent
+            self._agent = {}
+        from lpca_protocols.runner import load_agents
+
+        names = tuple(lpca_envs.get_family(cell.run.env_id).agents)
+        before = len(self._agent)
+        agents = load_agents(
+            cell.run.model,
+            names,
+            backend=cell.run.backend,
+            max_new_tokens=cell.run.max_new_tokens,
+            loaded=self._agent,
+        )
+        self.loads += len(self._agent) - before
+        return agents
 
     def run(self, cell: Cell, run_dir: str) -> dict[str, Any]:
         """Run (or finish) `cell` in `run_dir`; its summary."""

@@ -2,6 +2,7 @@
 
 lpca train codec codec.toml                 # train (or resume) a learned codec; prints the gate
 lpca train codec codec.toml --gate --name relay-k8   # ... and publish it under a name
+lpca train bridge bridge.toml --gate        # a cross-model bridge (config names a receiver)
 lpca train gate relay-k8 --episodes 200     # a checkpoint directory or a published name
 lpca train list                             # the published codecs
 """
@@ -35,14 +36,39 @@ def codec(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train (or resume) a codec through the frozen receiver; writes OUT/codec (the checkpoint)."""
+    _train_cmd(config, gate, gate_episodes, name, progress, bridge=False)
+
+
+@train_app.command("bridge")
+def bridge(
+    config: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="TOML training config with a receiver."
+    ),
+    gate: bool = typer.Option(False, "--gate", help="Run the gate on held-out seeds after training."),
+    gate_episodes: int = typer.Option(200, min=2, help="Episodes per gate row."),
+    name: str = typer.Option(None, "--name", help="Publish the final bridge under this name (see `list`)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train (or resume) a cross-model bridge: `model` (sender) -> `receiver`; writes OUT/codec."""
+    _train_cmd(config, gate, gate_episodes, name, progress, bridge=True)
+
+
+def _train_cmd(
+    config: Path, gate: bool, gate_episodes: int, name: str | None, progress: bool, bridge: bool
+) -> None:
     from lpca_protocols.packet_codec import check_name, publish
-    from lpca_protocols.training.config import load_config
+    from lpca_protocols.training.config import TrainConfigError, is_bridge, load_config
     from lpca_protocols.training.trainer import train_codec
 
     try:
         if name is not None:
             check_name(name)
         cfg = load_config(config)
+        if bridge != is_bridge(cfg):
+            raise TrainConfigError(
+                f"{config}: a bridge config names a receiver model other than its model (the sender); "
+                + ("set receiver = MODEL-ID" if bridge else "use `lpca train bridge` for this one")
+            )
         result = train_codec(cfg, progress=progress)
     except LPCAError as e:
         console.print(f"[red]error:[/red] {e}")
@@ -53,6 +79,15 @@ def codec(
         f"trained {result.step} steps in {result.wall_s:.1f} s (resumed from step {result.resumed_from}); "
         f"held-out exact {exact:.1%}, shuffled {shuffled:.1%}"
     )
+    if "collapse_kl" in last:
+        nan = float("nan")
+        first, first_sh = last.get("first_token", nan), last.get("first_token_shuffle", nan)
+        console.print(
+            f"collapse KL (real vs shuffled packet) {last['collapse_kl']:.3f}; first answer token "
+            f"{first:.1%} (shuffled {first_sh:.1%}); "
+            f"decoded norm {last.get('norm_ratio', float('nan')):.2f}x the embeddings', "
+            f"nearest-embedding cosine {last.get('nearest_cos', float('nan')):.2f}"
+        )
     if "codebook" in last:
         u = last["codebook"]
         slots = " ".join(f"{s['perplexity']:.1f}" for s in last.get("codebook_slots", []))

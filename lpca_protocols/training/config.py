@@ -28,6 +28,15 @@
     batch_size = 16
     lr = 1e-3
 
+A cross-model bridge (`lpca train bridge`) names its receiver too; the sender is ``model``::
+
+    model = "smollm2-135m"          # sender
+    receiver = "qwen2.5-coder-0.5b" # receiver (another family, tokenizer and width)
+    primer = "Message from your partner: "   # text before the packet's vectors ("": none)
+
+    [codec]
+    recolour = true                 # learned offset at the receiver's embedding mean (the normalizer)
+
 An unknown or mistyped key is an error naming it and the keys allowed there.
 """
 
@@ -90,6 +99,12 @@ class CodecConfig(_Strict):
     positions: int = Field(0, ge=0, le=4096)
     """Learned position embeddings of the resampler's inputs by distance from the prompt's end
     (0: none). Ordered content (the digits of a code) needs them; a single word does not."""
+    whiten: bool = True
+    """Standardize the sender's states by their per-dimension mean and spread on the training data
+    (the normalizer's sender half). false: raw states (an ablation)."""
+    recolour: bool = False
+    """The normalizer's receiver half: a learned offset, initialized to the receiver's input-embedding
+    mean, added to the decoder's output (whose tanh scale starts at the embeddings' spread)."""
 
     @model_validator(mode="after")
     def _quantizer_options(self) -> CodecConfig:
@@ -135,6 +150,10 @@ class ObjectiveConfig(_Strict):
     signal for tasks whose answers rarely repeat in a batch, where InfoNCE has no positives."""
     anchor: float = Field(0.0, ge=0)
     """1 - cosine of each decoded vector to its nearest real input embedding."""
+    anchor_metric: Literal["cosine", "mse"] = "cosine"
+    """How the anchor measures the distance to the nearest embedding: 1 - cosine (scale-free), or
+    the mean squared error to it (an ablation: vectors far from the embeddings' scale give it a
+    gradient dominated by the scale, the failure the public Llama->Mistral bridge reported)."""
     reconstruction: float = Field(0.0, ge=0)
     """MSE of a linear read-out of the packet to the sender's (normalized) last hidden state."""
     commitment: float = Field(0.25, ge=0)
@@ -153,6 +172,12 @@ class OptimConfig(_Strict):
 
 class TrainConfig(_Strict):
     model: str = "smollm2-135m"
+    """The sender's model (and the receiver's, unless `receiver` names another)."""
+    receiver: str | None = None
+    """The receiver's model for a cross-model bridge (None: the sender's model)."""
+    primer: str | None = None
+    """Text before the packet's vectors in the receiver's prompt (None: the prompt book's
+    ``received_latent`` line; "": the vectors alone). Stored in the checkpoint."""
     env: str = "lpca/SecretRelay-v0"
     level: int = 0
     out: str = "runs/codec"
@@ -199,12 +224,19 @@ def parse_config(data: dict[str, Any] | TrainConfig) -> TrainConfig:
             f"P1 teacher is only used by teacher_kl; got teacher={cfg.teacher!r}, "
             f"teacher_kl={cfg.objective.teacher_kl}"
         )
+    if cfg.primer is not None and "{" in cfg.primer:
+        raise TrainConfigError(f"primer must be plain text without braces, got {cfg.primer!r}")
     if cfg.objective.anchor and cfg.codec.inject_layer:
         raise TrainConfigError(
             "objective.anchor pulls decoded vectors toward input embeddings; with codec.inject_layer "
             f"{cfg.codec.inject_layer} they live in the residual stream after that block: set anchor = 0"
         )
     return cfg
+
+
+def is_bridge(cfg: TrainConfig) -> bool:
+    """Whether `cfg` trains a cross-model bridge (a receiver other than the sender's model)."""
+    return cfg.receiver is not None and cfg.receiver != cfg.model
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -64,6 +64,20 @@ class DatasetSpec:
     tail: int = 0
     teacher: str = "truth"
     shard_size: int = 256
+    receiver: str = ""
+    """A bridge's receiver model (its prompt, tokens and P1 teacher); "": the sender's model."""
+    primer: str | None = None
+    """The receiver prompt's text before the packet (None: the prompt book's line)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as stored in a manifest; the fields added for bridges only when set, so a
+        dataset collected before them keeps its manifest (and its key)."""
+        d = asdict(self)
+        if not self.receiver:
+            d.pop("receiver")
+        if self.primer is None:
+            d.pop("primer")
+        return d
 
     def shards(self) -> list[range]:
         lo, hi = self.seed, self.seed + self.episodes
@@ -75,8 +89,10 @@ def collect(
     out_dir: str | Path,
     agent: Any,
     progress: Callable[[int, int], None] | None = None,
+    receiver: Any = None,
 ) -> Path:
-    """Collect (or finish collecting) the dataset `spec` into `out_dir` with `agent` (an LMAgent)."""
+    """Collect (or finish collecting) the dataset `spec` into `out_dir` with `agent` (an LMAgent;
+    the sender, and the receiver unless a bridge's `receiver` agent is given)."""
     import lpca_envs
 
     if spec.teacher not in TEACHERS:
@@ -84,7 +100,8 @@ def collect(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backend = agent.backend
-    manifest = _open_manifest(out, spec, backend.info.fingerprint)
+    rfp = receiver.backend.info.fingerprint if receiver is not None else None
+    manifest = _open_manifest(out, spec, backend.info.fingerprint, rfp)
     done = {e["file"] for e in manifest["shards"] if (out / e["file"]).is_file()}
     env = lpca_envs.make(spec.env_id, level=spec.level)
     shards = spec.shards()
@@ -95,7 +112,10 @@ def collect(
         name = _shard_name(i)
         if name in done:
             continue
-        rows = [episode_row(env, s, agent, spec.layer, spec.tail, spec.teacher) for s in seeds]
+        rows = [
+            episode_row(env, s, agent, spec.layer, spec.tail, spec.teacher, receiver, spec.primer)
+            for s in seeds
+        ]
         arrays = _pad_rows(rows)
         arrays["seeds"] = np.asarray(list(seeds), np.int64)
         from safetensors.numpy import save_file
@@ -115,21 +135,30 @@ def collect(
 
 
 def episode_row(
-    env: Any, seed: int, agent: Any, layer: int, tail: int, teacher: str = "truth"
+    env: Any,
+    seed: int,
+    agent: Any,
+    layer: int,
+    tail: int,
+    teacher: str = "truth",
+    receiver: Any = None,
+    primer: str | None = None,
 ) -> dict[str, np.ndarray]:
     """One episode's training record: sender states, receiver prompt ids around the marker, target ids
-    (and the teacher's answer distribution, for a P1 teacher)."""
+    (and the teacher's answer distribution, for a P1 teacher). `receiver` is a bridge's receiving
+    agent (another model: its prompt and tokens); None: `agent` receives too."""
     from lpca_protocols.channel import AgentContext
 
     obs, _ = env.reset(seed=seed)
     task = env.task
     answerer = task.answerers[0]
     holder = next(a for a in env.possible_agents if a not in task.answerers)
-    backend = agent.backend
+    ragent = receiver if receiver is not None else agent
+    backend = ragent.backend
     sender = AgentContext(holder, obs[holder]["view"], task, task.family, 1, env.budget, agent, answerer)
     hidden = agent.sender_states(task.family, sender.view, layer, tail)
-    dummy = Conditioning(prefix=np.zeros((1, backend.info.hidden_size), np.float32))
-    prompt = agent.prompt(agent.answer_turn(task.family, obs[answerer]["view"], dummy))
+    dummy = Conditioning(prefix=np.zeros((1, backend.info.hidden_size), np.float32), primer=primer)
+    prompt = ragent.prompt(ragent.answer_turn(task.family, obs[answerer]["view"], dummy))
     before, _, after = prompt.partition(PREFIX_MARKER)
     if task.reference is None:
         raise DatasetError(f"{task.family}: teacher 'truth' needs tasks with a reference answer")
@@ -141,10 +170,18 @@ def episode_row(
         "target": np.asarray(target, np.int64),
     }
     if teacher != "truth":
-        receiver = AgentContext(
-            answerer, obs[answerer]["view"], task, task.family, 1, env.budget, agent, holder, is_answerer=True
+        rctx = AgentContext(
+            answerer,
+            obs[answerer]["view"],
+            task,
+            task.family,
+            1,
+            env.budget,
+            ragent,
+            holder,
+            is_answerer=True,
         )
-        row.update(p1_teacher(sender, receiver, target, forward_view=teacher == "p1-view"))
+        row.update(p1_teacher(sender, rctx, target, forward_view=teacher == "p1-view"))
     return row
 
 
@@ -177,6 +214,8 @@ class EpisodeData:
     spec: DatasetSpec
     fingerprint: str
     arrays: dict[str, np.ndarray]
+    receiver_fingerprint: str | None = None
+    """A bridge dataset's receiver model (None: the sender's)."""
 
     def __len__(self) -> int:
         return len(self.arrays["seeds"])
@@ -218,7 +257,7 @@ def load(path: str | Path) -> EpisodeData:
         arrays[key] = np.concatenate(parts)
         arrays[key + "_len"] = np.concatenate([r[key + "_len"] for r in rows])
     arrays["seeds"] = np.concatenate([r["seeds"] for r in rows])
-    return EpisodeData(spec, manifest["fingerprint"], arrays)
+    return EpisodeData(spec, manifest["fingerprint"], arrays, manifest.get("receiver_fingerprint"))
 
 
 def _keys(row: dict[str, np.ndarray]) -> tuple[str, ...]:
@@ -239,9 +278,13 @@ def _pad_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
-def _open_manifest(out: Path, spec: DatasetSpec, fingerprint: str) -> dict[str, Any]:
+def _open_manifest(
+    out: Path, spec: DatasetSpec, fingerprint: str, receiver_fingerprint: str | None = None
+) -> dict[str, Any]:
     f = out / "manifest.json"
-    want = {"format": FORMAT, "spec": asdict(spec), "fingerprint": fingerprint, "shards": []}
+    want = {"format": FORMAT, "spec": spec.as_dict(), "fingerprint": fingerprint, "shards": []}
+    if receiver_fingerprint is not None and receiver_fingerprint != fingerprint:
+        want["receiver_fingerprint"] = receiver_fingerprint
     if not f.exists():
         _write_json(f, want)
         return want
@@ -249,10 +292,10 @@ def _open_manifest(out: Path, spec: DatasetSpec, fingerprint: str) -> dict[str, 
         have = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"{f} is not JSON ({e})") from None
-    for key in ("format", "spec", "fingerprint"):
-        if have.get(key) != want[key]:
+    for key in ("format", "spec", "fingerprint", "receiver_fingerprint"):
+        if have.get(key) != want.get(key):
             raise DatasetError(
-                f"{out} holds another dataset ({key} differs: {have.get(key)!r} vs {want[key]!r}); "
+                f"{out} holds another dataset ({key} differs: {have.get(key)!r} vs {want.get(key)!r}); "
                 "use another directory"
             )
     return have

@@ -80,6 +80,19 @@ class GateReport:
         return "\n".join(rows)
 
 
+def bridge_models(ckpt: Any, env_id: str) -> str:
+    """The per-agent model spec of a bridge checkpoint on `env_id`: its sender model for every
+    holder, its receiver model for every answerer ("A=sender,B=receiver")."""
+    import lpca_envs
+
+    family = lpca_envs.get_family(env_id)
+    env = lpca_envs.make(env_id)
+    env.reset(seed=0)
+    answerers = set(env.task.answerers)
+    sender = ckpt.sender_model or ckpt.base_model
+    return ",".join(f"{a}={ckpt.base_model if a in answerers else sender}" for a in family.agents)
+
+
 def run_gate(
     checkpoint: str | Path,
     *,
@@ -98,7 +111,8 @@ def run_gate(
     """Run the codec's channel and its controls, and P0, on the same held-out seeds; test the gate.
 
     `checkpoint` is a directory or a published name (`registry.resolve`). `model` defaults to the
-    checkpoint's base model; pass a loaded `agent` to reuse it.
+    checkpoint's base model (a bridge's: its sender for the holder, its receiver for the answerer,
+    `bridge_models`); pass a loaded `agent` (or a mapping agent name -> agent) to reuse it.
     `codec` serializes a continuous packet (ignored by the codebook channel).
     """
     from lpca_protocols.packet_codec import resolve
@@ -107,15 +121,19 @@ def run_gate(
     checkpoint = resolve(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     channel = "latent-prefix" if ckpt.spec.kind == "prefix" else "latent-codebook"
+    if ckpt.is_bridge:
+        channel = "latent-bridge"
+        model = model or bridge_models(ckpt, env_id)
     model = model or ckpt.base_model
     opts: dict[str, Any] = {"checkpoint": str(checkpoint)}
-    if channel == "latent-prefix":
+    if ckpt.spec.kind == "prefix":
         opts["codec"] = codec
     if agent is None:
-        import lpca_models
-        from lpca_models.agents import LMAgent
+        import lpca_envs
+        from lpca_protocols.runner import load_agents
 
-        agent = LMAgent(lpca_models.load(model, backend=backend), max_new_tokens=24)
+        names = tuple(lpca_envs.get_family(env_id).agents)
+        agent = load_agents(model, names, backend=backend, max_new_tokens=24)
     common = dict(
         agent=agent,
         out_dir=out_dir,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,36 @@ from lpca_protocols.training import dataset as ds
 from lpca_protocols.training.config import TrainConfig
 
 
-def load_datasets(cfg: TrainConfig, layer: int, agent: Any, error: type[Exception]) -> tuple[Any, Any]:
-    """The (train, eval) episode datasets of `cfg`, collected first where missing or unfinished."""
+def load_datasets(
+    cfg: TrainConfig, layer: int, agent: Any, error: type[Exception], receiver: Any = None
+) -> tuple[Any, Any]:
+    """The (train, eval) episode datasets of `cfg`, collected first where missing or unfinished.
+
+    `receiver` is a bridge's receiving agent (another model than the sender `agent`)."""
     root = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
     out = []
     for seed, n in ((cfg.train_seed, cfg.train_episodes), (cfg.eval_seed, cfg.eval_episodes)):
         spec = ds.DatasetSpec(
-            cfg.model, cfg.env, cfg.level, seed, n, layer, cfg.tail, cfg.teacher, cfg.shard_size
+            cfg.model,
+            cfg.env,
+            cfg.level,
+            seed,
+            n,
+            layer,
+            cfg.tail,
+            cfg.teacher,
+            cfg.shard_size,
+            receiver=cfg.receiver if receiver is not None else "",
+            primer=cfg.primer,
         )
-        key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+        key = hashlib.sha256(json.dumps(spec.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
         path = root / f"{cfg.env.replace('/', '_')}-L{cfg.level}-{seed}-{n}-{key}"
-        ds.collect(spec, path, agent)
+        ds.collect(spec, path, agent, receiver=receiver)
         data = ds.load(path)
         if data.fingerprint != agent.backend.info.fingerprint:
             raise error(f"dataset {path} was collected with another model")
+        if receiver is not None and data.receiver_fingerprint != receiver.backend.info.fingerprint:
+            raise error(f"dataset {path} was collected for another receiver model")
         out.append(data)
     return out[0], out[1]
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from lpca_envs.errors import LPCAError
 from lpca_protocols.packet_codec import CodecSpec, make_quantizer, save_checkpoint, torch_net
-from lpca_protocols.training.config import TrainConfig, parse_config
+from lpca_protocols.training.config import TrainConfig, is_bridge, parse_config
 from lpca_protocols.training.metrics import codebook_usage, slot_usage
 from lpca_protocols.training.objectives import answer_probe, infonce, teacher_kl
 from lpca_protocols.training.receiver import Receiver
@@ -58,10 +58,15 @@ def train_codec(
     config: TrainConfig | dict[str, Any],
     *,
     agent: Any = None,
+    receiver: Any = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Run (or resume) the training run `config`; returns where its final codec checkpoint is."""
+    """Run (or resume) the training run `config`; returns where its final codec checkpoint is.
+
+    `agent` is the sender's loaded LMAgent (else `config.model` is loaded); for a bridge
+    (`config.receiver` another model) `receiver` is the receiver's (else it is loaded).
+    """
     import torch
 
     cfg = parse_config(config)
@@ -69,35 +74,47 @@ def train_codec(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, agent, progress, stop_after)
+        return _train(cfg, agent, receiver, progress, stop_after)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None) -> TrainResult:
+def _train(
+    cfg: TrainConfig, agent: Any, receiver: Any, progress: bool, stop_after: int | None
+) -> TrainResult:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     claim_run_dir(out, cfg, TrainError)
-    if agent is None:
-        import lpca_models
-        from lpca_models.agents import LMAgent
+    import lpca_models
+    from lpca_models.agents import LMAgent
 
+    if agent is None:
         agent = LMAgent(lpca_models.load(cfg.model, backend="torch"))
-    backend = agent.backend
+    if not is_bridge(cfg):
+        receiver = None
+    elif receiver is None:
+        receiver = LMAgent(lpca_models.load(cfg.receiver, backend="torch"))
+    if receiver is not None and receiver.backend.info.fingerprint == agent.backend.info.fingerprint:
+        raise TrainError(
+            f"receiver {cfg.receiver!r} is the same model as the sender {cfg.model!r}: train a codec "
+            "(`lpca train codec`), not a bridge"
+        )
+    backend = (receiver or agent).backend  # the frozen model the gradients flow through
     if getattr(backend.info, "framework", None) != "torch" or not hasattr(backend, "model"):
         raise TrainError("codec training needs a torch backend (gradients through the frozen receiver)")
-    n_layers = backend.info.n_layers
+    n_layers = agent.backend.info.n_layers
     if not -n_layers - 1 <= cfg.layer <= n_layers:
         raise TrainError(f"layer must be in 0..{n_layers} or -1..-{n_layers + 1}, got {cfg.layer}")
     layer = cfg.layer % (n_layers + 1)
     inject = cfg.codec.inject_layer
-    if inject is not None and inject >= n_layers:
+    r_layers = backend.info.n_layers
+    if inject is not None and inject >= r_layers:
         raise TrainError(
-            f"codec.inject_layer must be in 0..{n_layers - 1} for {backend.info.name} "
-            f"({n_layers} blocks; l = after block l, 0 = embedding output), got {inject}"
+            f"codec.inject_layer must be in 0..{r_layers - 1} for {backend.info.name} "
+            f"({r_layers} blocks; l = after block l, 0 = embedding output), got {inject}"
         )
-    train_data, eval_data = _datasets(cfg, layer, agent)
+    train_data, eval_data = _datasets(cfg, layer, agent, receiver)
     d = backend.info.hidden_size
     spec = CodecSpec(
         kind=cfg.codec.kind,
@@ -117,8 +134,10 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
         inject_layer=inject,
         inject_mode=cfg.codec.inject_mode,
         positions=cfg.codec.positions,
+        recolour=cfg.codec.recolour,
+        primer=cfg.primer,
     )
-    run = _Run(cfg, spec, backend, train_data, eval_data)
+    run = _Run(cfg, spec, backend, train_data, eval_data, sender=agent.backend.info)
     state_file = out / "train_state.pt"
     start = 0
     if state_file.exists():
@@ -154,12 +173,15 @@ def _train(cfg: TrainConfig, agent: Any, progress: bool, stop_after: int | None)
 class _Run:
     """The trainable codec, its frozen receiver and the cached data, as torch tensors."""
 
-    def __init__(self, cfg: TrainConfig, spec: CodecSpec, backend: Any, train: Any, evald: Any) -> None:
+    def __init__(
+        self, cfg: TrainConfig, spec: CodecSpec, backend: Any, train: Any, evald: Any, sender: Any = None
+    ) -> None:
         import torch
         import torch.nn.functional as F
 
         self.torch, self.F = torch, F
         self.cfg, self.spec, self.backend = cfg, spec, backend
+        self.sender = sender if sender is not None else backend.info
         for p in backend.model.parameters():
             p.requires_grad_(False)
         backend.model.eval()
@@ -171,14 +193,19 @@ class _Run:
         with torch.no_grad():
             hid, hl = self.train["hidden"], self.train["hidden_len"]
             real = hid[torch.arange(hid.shape[1])[None] < hl[:, None]]  # [positions, d]
-            self.net.enc.mu.copy_(real.mean(0))
-            self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
+            if cfg.codec.whiten:  # the normalizer's sender half (else mu = 0, sd = 1: raw states)
+                self.net.enc.mu.copy_(real.mean(0))
+                self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
             table = torch.from_numpy(backend.input_embeddings())
+            inject = spec.inject_layer
+            target = table if not inject else self.receiver.residual_sample(self.train, inject)
             if spec.bounded:
-                inject = spec.inject_layer
-                target = table if not inject else self.receiver.residual_sample(self.train, inject)
                 self.net.dec.scale.copy_(3 * target.std(0).clamp(min=1e-4))
-        self.table_n = F.normalize(table, dim=-1) if cfg.objective.anchor else None
+            if spec.recolour:  # the normalizer's receiver half
+                self.net.dec.shift.copy_(target.mean(0))
+        self.table = table
+        self.table_n = F.normalize(table, dim=-1)
+        self.embed_norm = float(table.norm(dim=-1).mean())
         self.quant = make_quantizer(spec, cfg.objective.commitment) if spec.kind == "codebook" else None
         self.recon = torch.nn.Linear(spec.k * spec.m, spec.d_src) if cfg.objective.reconstruction else None
         params = list(self.net.parameters()) + (list(self.recon.parameters()) if self.recon else [])
@@ -239,8 +266,13 @@ class _Run:
         if o.infonce:
             loss = loss + o.infonce * infonce(packet, self.train, idx, o.infonce_temperature)
         if o.anchor:
-            cos = F.normalize(prefix.reshape(-1, prefix.shape[-1]), dim=-1) @ self.table_n.T
-            loss = loss + o.anchor * (1 - cos.max(-1).values).mean()
+            flat = prefix.reshape(-1, prefix.shape[-1])
+            cos = F.normalize(flat, dim=-1) @ self.table_n.T
+            if o.anchor_metric == "cosine":
+                loss = loss + o.anchor * (1 - cos.max(-1).values).mean()
+            else:  # mse to the nearest embedding (by cosine): the scale-mismatched ablation
+                near = self.table[cos.argmax(-1)]
+                loss = loss + o.anchor * F.mse_loss(flat, near)
         if self.probe is not None:
             probe = answer_probe(self.probe, self.probe_table, packet, self.train, idx)
             loss = loss + o.answer_probe * probe
@@ -300,28 +332,59 @@ class _Run:
             return torch.from_numpy(np.stack(back))
 
     def evaluate(self) -> dict[str, Any]:
-        """Teacher-forced exact match on held-out seeds (= greedy success) for the packet and controls."""
-        torch = self.torch
+        """Teacher-forced exact match on held-out seeds (= greedy success) for the packet and controls,
+        and the bridge diagnostics:
+
+        - ``collapse_kl``: mean KL between the receiver's answer distributions under the real packet
+          and under another episode's (per answer token). Near 0 the receiver ignores the packet
+          (posterior collapse), whatever its loss;
+        - ``first_token`` (``_shuffle``): how often the answer's first token (the answer entity) is
+          the receiver's top-1 with the real (a shuffled) packet: the entity's transfer rate;
+        - ``norm_ratio``: the decoded vectors' mean norm over the receiver's embeddings' mean norm,
+          and ``nearest_cos``: their mean cosine to the nearest real embedding (drift: vectors in
+          dead regions of the embedding space have a norm far from 1x or a low cosine).
+        """
+        torch, F = self.torch, self.F
         packets = self.eval_packets()
         n = len(self.eval["seeds"])
         variants = {"": packets, "_shuffle": torch.roll(packets, 1, 0), "_null": torch.zeros_like(packets)}
         out: dict[str, Any] = {}
+        logps: dict[str, list[Any]] = {}
         with torch.no_grad():
             for name, pk in variants.items():
-                losses, exact, kls = [], [], []
+                losses, exact, kls, first = [], [], [], []
+                norms, coss = [], []
                 for i in range(0, n, self.cfg.optim.batch_size):
                     idx = torch.arange(i, min(i + self.cfg.optim.batch_size, n))
                     rows = self.net.rows(pk[idx]) if self.quantizing else pk[idx]
-                    logits, tgt, tmask = self.answer_logits(self.net.decode(rows), self.eval, idx)
-                    losses.append(float(self.F.cross_entropy(logits[tmask], tgt[tmask])) * len(idx))
+                    prefix = self.net.decode(rows)
+                    logits, tgt, tmask = self.answer_logits(prefix, self.eval, idx)
+                    losses.append(float(F.cross_entropy(logits[tmask], tgt[tmask])) * len(idx))
                     ok = ((logits.argmax(-1) == tgt) | ~tmask).all(-1)
                     exact.extend(ok.tolist())
+                    first.extend((logits[:, 0].argmax(-1) == tgt[:, 0]).tolist())
+                    if name in ("", "_shuffle"):
+                        logps.setdefault(name, []).append((F.log_softmax(logits, -1), tmask))
+                    if name == "":
+                        flat = prefix.reshape(-1, prefix.shape[-1]).float()
+                        norms.append(flat.norm(dim=-1))
+                        coss.append((F.normalize(flat, dim=-1) @ self.table_n.T).max(-1).values)
                     if self.cfg.objective.teacher_kl:
                         kls.append(float(teacher_kl(logits, tmask, self.eval, idx)) * len(idx))
                 out["loss" + name] = sum(losses) / n
                 out["exact" + name] = sum(exact) / n
+                out["first_token" + name] = sum(first) / n
                 if kls:
                     out["kl" + name] = sum(kls) / n
+                if norms:
+                    out["norm_ratio"] = float(torch.cat(norms).mean()) / max(self.embed_norm, 1e-12)
+                    out["nearest_cos"] = float(torch.cat(coss).mean())
+        total, count = 0.0, 0
+        for (lp, m), (lq, _) in zip(logps[""], logps["_shuffle"]):
+            kl = (lp.exp() * (lp - lq)).sum(-1)  # [B, G]
+            total += float(kl[m].sum())
+            count += int(m.sum())
+        out["collapse_kl"] = total / max(count, 1)
         if self.quantizing:  # symbol statistics: all symbols, then per position in the message
             sym, size = packets.numpy(), self.spec.codebook_size
             out["codebook"] = codebook_usage(sym.reshape(-1), size).as_dict()
@@ -337,8 +400,17 @@ class _Run:
             "config": self.cfg.model_dump(),
             "eval": self.history[-1] if self.history else None,
         }
-        info = self.backend.info
-        return save_checkpoint(path, self.spec, self.net.weights(), info.name, info.fingerprint, meta)
+        info, sender = self.backend.info, self.sender
+        return save_checkpoint(
+            path,
+            self.spec,
+            self.net.weights(),
+            info.name,
+            info.fingerprint,
+            meta,
+            sender_model=sender.name,
+            sender_fingerprint=sender.fingerprint,
+        )
 
     def save_state(self, path: Path, step: int) -> None:
         torch = self.torch
@@ -375,6 +447,6 @@ class _Run:
         return int(state["step"])
 
 
-def _datasets(cfg: TrainConfig, layer: int, agent: Any) -> tuple[Any, Any]:
+def _datasets(cfg: TrainConfig, layer: int, agent: Any, receiver: Any = None) -> tuple[Any, Any]:
     """(train, eval) datasets of `cfg` (`rundir.load_datasets`), a wrong model's a `TrainError`."""
-    return load_datasets(cfg, layer, agent, TrainError)
+    return load_datasets(cfg, layer, agent, TrainError, receiver)
