@@ -385,3 +385,38 @@ def test_cli_train_bridge_needs_a_receiver(tmp_path):
     cfg.write_text(cfg.read_text() + 'receiver = "tiny-random-gemma3"\n')
     out = CliRunner().invoke(train_app, ["codec", str(cfg)])
     assert out.exit_code == 2 and "use `lpca train bridge`" in out.output
+
+
+@pytest.mark.skipif(not HAS_MLX, reason="mlx is not installed")
+def test_a_bridge_runs_on_mlx_backends_as_on_torch(tmp_path, gemma, llama):
+    path = random_bridge(tmp_path / "b", gemma, llama)
+    opts = {"checkpoint": str(path)}
+    mlx = load_agents(PAIR, ("A", "B"), backend="mlx")
+    a = run(
+        "lpca/SecretRelay-v0",
+        "latent-bridge",
+        PAIR,
+        out_dir=None,
+        agent=mlx,
+        backend="mlx",
+        channel_options=opts,
+        episodes=2,
+        batch_size=2,
+    )
+    t = run(
+        "lpca/SecretRelay-v0",
+        "latent-bridge",
+        PAIR,
+        out_dir=None,
+        agent={"A": gemma, "B": llama},
+        channel_options=opts,
+        episodes=2,
+        batch_size=2,
+    )
+    assert [r["bits"] for r in a.records] == [r["bits"] for r in t.records]
+    # the packets the two frameworks send agree (the sender's states and the resampler, both sides)
+    rows_m, rows_t = contexts(mlx["A"], mlx["B"], 2), contexts(gemma, llama, 2)
+    chan = make_channel("latent-bridge", checkpoint=str(path), codec="fp32")
+    pm = [np.frombuffer(m.payload, np.float32) for m in chan.send([r["A"] for r in rows_m])]
+    pt = [np.frombuffer(m.payload, np.float32) for m in chan.send([r["A"] for r in rows_t])]
+    assert all(np.allclose(x, y, atol=1e-3) for x, y in zip(pm, pt))
