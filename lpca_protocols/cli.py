@@ -388,6 +388,7 @@ def calibrate(
         out.print(f"Markdown: {cal.write_markdown(markdown_path, rows, command)}")
 
 
+from lpca_models.split.cli import split_app  # noqa: E402  (light: imports torch lazily)
 from lpca_protocols.leaderboard.cli import leaderboard  # noqa: E402  (light: no framework import)
 from lpca_protocols.sweep.cli import sweep  # noqa: E402
 from lpca_protocols.training.cli import train_app  # noqa: E402  (light: imports torch lazily)
@@ -397,6 +398,7 @@ app.command()(serve)
 app.command()(sweep)
 app.command()(leaderboard)
 app.add_typer(train_app, name="train")
+app.add_typer(split_app, name="split")
 
 
 def main() -> None:
