@@ -12,6 +12,7 @@ def register_channels(register: Callable[[type], None]) -> None:
     from lpca_protocols.channels.cipher import CipherChannel
     from lpca_protocols.channels.graft import GraftChannel
     from lpca_protocols.channels.hidden_packet import HiddenPacketChannel
+    from lpca_protocols.channels.kv_bridge import KVBridgeChannel
     from lpca_protocols.channels.kv_share import KVShareChannel
     from lpca_protocols.channels.latent_bridge import LatentBridgeChannel
     from lpca_protocols.channels.latent_codebook import LatentCodebookChannel
@@ -42,3 +43,4 @@ def register_channels(register: Callable[[type], None]) -> None:
     register(LatentPrefixChannel)
     register(LatentCodebookChannel)
     register(LatentBridgeChannel)
+    register(KVBridgeChannel)

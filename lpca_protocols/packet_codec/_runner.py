@@ -49,6 +49,19 @@ class CodecRunner:
         with self._torch_mod.no_grad():
             return net.encode(self._torch_mod.from_numpy(h)[None])[0].numpy()
 
+    def kv_decode(self, states: np.ndarray) -> np.ndarray:
+        """kind='kv': sender states [n, T, d_src] -> each target layer's added vectors [n, T, d_out]
+        (numpy float32: the same arithmetic on every framework)."""
+        w, spec = self.ckpt.weights, self.spec
+        x = np.asarray(states, np.float32)
+        if x.ndim != 3 or x.shape[0] != spec.k or x.shape[2] != spec.d_src:
+            raise ValueError(f"a kv packet is [{spec.k}, T, {spec.d_src}], got {list(x.shape)}")
+        x = (x - w["kv.mu"][:, None]) / w["kv.sd"][:, None]
+        y = np.einsum("nwd,ntd->ntw", w["kv.down"], x)
+        y = np.einsum("now,ntw->nto", w["kv.up"], y) + w["kv.bias"][:, None]
+        gate = 1.0 / (1.0 + np.exp(-w["kv.gate"]))
+        return (y * gate[:, None, None]).astype(np.float32)
+
     def decode(self, packet: np.ndarray, framework: str = "torch") -> np.ndarray:
         """Packet [k, m] -> prefix embeddings [k, d_out]."""
         p = np.asarray(packet, np.float32)

@@ -34,11 +34,11 @@ MAX_SYMBOLS = 1 << 24
 class CodecSpec:
     """Shape of a learned codec; everything needed to rebuild its nets from weights."""
 
-    kind: Literal["prefix", "codebook"]
+    kind: Literal["prefix", "codebook", "kv"]
     k: int
-    """Packet vectors (prefix slots)."""
+    """Packet vectors (prefix slots); kind='kv': the number of fused layers."""
     m: int
-    """Width of each packet vector (the codebook's row width for kind='codebook')."""
+    """Width of each packet vector (the codebook's row width for kind='codebook'; kind='kv': d_src)."""
     d_src: int
     """Sender hidden size."""
     d_out: int
@@ -69,6 +69,11 @@ class CodecSpec:
     table's spread) it recolours the bounded output to the receiver's embedding statistics. A
     cross-model bridge's normalizer is the sender-side standardization (``enc.mu``/``enc.sd``)
     plus this."""
+    kv_layers: tuple[int, ...] = ()
+    """kind='kv': the sender layers read (0 = embeddings), one per fused receiver layer."""
+    kv_targets: tuple[int, ...] = ()
+    """kind='kv': the receiver layers each projected sender layer is added after (0 = embedding
+    output: it then reaches every block's attention cache from that layer on)."""
     primer: str | None = None
     """Text the receiver's prompt puts before the packet's vectors (None: the prompt book's
     ``received_latent`` line, "Message from your partner: "; "" puts the vectors alone)."""
@@ -80,8 +85,28 @@ class CodecSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsq_levels", tuple(int(x) for x in self.fsq_levels))
-        if self.kind not in ("prefix", "codebook"):
-            raise CheckpointError(f"codec kind must be 'prefix' or 'codebook', got {self.kind!r}")
+        object.__setattr__(self, "kv_layers", tuple(int(x) for x in self.kv_layers))
+        object.__setattr__(self, "kv_targets", tuple(int(x) for x in self.kv_targets))
+        if self.kind not in ("prefix", "codebook", "kv"):
+            raise CheckpointError(f"codec kind must be 'prefix', 'codebook' or 'kv', got {self.kind!r}")
+        if self.kind == "kv":
+            n = len(self.kv_layers)
+            if not n or len(self.kv_targets) != n or self.k != n or self.m != self.d_src:
+                raise CheckpointError(
+                    "a kv bridge needs kv_layers and kv_targets of one length n >= 1, k = n and "
+                    f"m = d_src; got {len(self.kv_layers)} layers, {len(self.kv_targets)} targets, "
+                    f"k={self.k}, m={self.m}"
+                )
+            if min(self.kv_layers) < 0 or min(self.kv_targets) < 0 or len(set(self.kv_targets)) != n:
+                raise CheckpointError(
+                    f"kv_layers and kv_targets must be layers >= 0, targets distinct; got {self.kv_layers}, "
+                    f"{self.kv_targets}"
+                )
+            if not self.tail:
+                raise CheckpointError("a kv bridge reads a fixed number of sender positions: set tail >= 1")
+            return
+        if self.kv_layers or self.kv_targets:
+            raise CheckpointError(f"kv_layers and kv_targets only apply to kind='kv', not {self.kind!r}")
         if self.width % self.heads:
             raise CheckpointError(f"width {self.width} must be a multiple of heads {self.heads}")
         if self.inject_layer is not None and (isinstance(self.inject_layer, bool) or self.inject_layer < 0):
@@ -130,6 +155,15 @@ class CodecSpec:
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every inference weight's name and shape (the keys a checkpoint must hold)."""
         d, w, k, m = self.d_src, self.width, self.k, self.m
+        if self.kind == "kv":  # per fused layer: standardize, rank-`width` projection, gate
+            return {
+                "kv.mu": (k, d),
+                "kv.sd": (k, d),
+                "kv.down": (k, w, d),
+                "kv.up": (k, self.d_out, w),
+                "kv.bias": (k, self.d_out),
+                "kv.gate": (k,),
+            }
         shapes: dict[str, tuple[int, ...]] = {
             "enc.mu": (d,),
             "enc.sd": (d,),

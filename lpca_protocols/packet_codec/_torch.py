@@ -15,8 +15,59 @@ from lpca_protocols.packet_codec._spec import CodecSpec
 
 
 def torch_net(spec: CodecSpec) -> Any:
-    """A fresh `PacketNet` (torch) for `spec`."""
+    """A fresh `PacketNet` (torch) for `spec` (a `KVNet` for kind='kv')."""
+    if spec.kind == "kv":
+        return _kv_class()(spec)
     return _torch_classes()(spec)
+
+
+_KV_CLASS: Any = None
+
+
+def _kv_class() -> Any:
+    global _KV_CLASS
+    if _KV_CLASS is not None:
+        return _KV_CLASS
+    import torch
+    from torch import nn
+
+    class KVNet(nn.Module):
+        """The kv bridge's per-layer projectors: sender states at layer `kv_layers[i]` ->
+        standardized -> rank-`width` linear map -> x sigmoid(gate_i), added to the receiver's residual
+        stream after block `kv_targets[i]` at the placeholder positions (whose keys and values every
+        later block computes with its own projections: the sender reaches the receiver's KV cache)."""
+
+        def __init__(self, spec: CodecSpec) -> None:
+            super().__init__()
+            self.spec = spec
+            n, d, w, o = spec.k, spec.d_src, spec.width, spec.d_out
+            g = torch.Generator().manual_seed(0)
+            self.kv = nn.Module()
+            self.kv.register_buffer("mu", torch.zeros(n, d))
+            self.kv.register_buffer("sd", torch.ones(n, d))
+            self.kv.down = nn.Parameter(torch.randn(n, w, d, generator=g) / math.sqrt(d))
+            self.kv.up = nn.Parameter(torch.randn(n, o, w, generator=g) / math.sqrt(w))
+            self.kv.bias = nn.Parameter(torch.zeros(n, o))
+            self.kv.gate = nn.Parameter(torch.zeros(n))
+
+        def decode(self, packet: torch.Tensor) -> torch.Tensor:
+            """Sender states [B, n, T, d_src] -> the vectors each target layer adds [B, n, T, d_out]."""
+            kv = self.kv
+            x = (packet - kv.mu[None, :, None]) / kv.sd[None, :, None]
+            y = torch.einsum("nwd,bntd->bntw", kv.down, x)
+            y = torch.einsum("now,bntw->bnto", kv.up, y) + kv.bias[None, :, None]
+            return y * torch.sigmoid(kv.gate)[None, :, None, None]
+
+        def weights(self) -> dict[str, np.ndarray]:
+            sd = self.state_dict()
+            return {n: sd[n].detach().float().cpu().numpy() for n in self.spec.weight_shapes()}
+
+        def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+            sd = {n: torch.from_numpy(np.asarray(a, np.float32)) for n, a in weights.items()}
+            self.load_state_dict(sd, strict=True)
+
+    _KV_CLASS = KVNet
+    return KVNet
 
 
 _NET_CLASS: Any = None

@@ -61,8 +61,14 @@ class _Strict(BaseModel):
 
 
 class CodecConfig(_Strict):
-    kind: Literal["prefix", "codebook"] = "prefix"
-    """prefix: continuous k x m packet (serialized by `serializer`); codebook: k indices into K rows."""
+    kind: Literal["prefix", "codebook", "kv"] = "prefix"
+    """prefix: continuous k x m packet (serialized by `serializer`); codebook: k indices into K rows;
+    kv: a cross-model bridge into the receiver's attention cache (channel ``kv-bridge``): the sender's
+    states at `fuse` layers over its last `tail` positions, each projected (rank `width`) and gated
+    into the receiver's residual stream after the matching receiver layer at `tail` placeholders."""
+    fuse: int = Field(0, ge=0, le=256)
+    """kind='kv': receiver layers fused, evenly spaced from the embedding output (0: every layer);
+    receiver layer t reads sender layer round(t x sender layers / receiver layers)."""
     k: int = Field(4, ge=1, le=64)
     """Packet vectors = receiver prefix slots."""
     m: int = Field(16, ge=1, le=4096)
@@ -226,6 +232,17 @@ def parse_config(data: dict[str, Any] | TrainConfig) -> TrainConfig:
         )
     if cfg.primer is not None and "{" in cfg.primer:
         raise TrainConfigError(f"primer must be plain text without braces, got {cfg.primer!r}")
+    if cfg.codec.kind == "kv":
+        o = cfg.objective
+        if cfg.tail < 1:
+            raise TrainConfigError(
+                "codec.kind = 'kv' reads a fixed number of sender positions: set tail >= 1"
+            )
+        if o.infonce or o.anchor or o.reconstruction or o.answer_probe or cfg.codec.inject_layer is not None:
+            raise TrainConfigError(
+                "codec.kind = 'kv' trains with answer_ce and teacher_kl only (and injects at every fused "
+                "layer): set objective.infonce/anchor/reconstruction/answer_probe = 0 and no inject_layer"
+            )
     if cfg.objective.anchor and cfg.codec.inject_layer:
         raise TrainConfigError(
             "objective.anchor pulls decoded vectors toward input embeddings; with codec.inject_layer "

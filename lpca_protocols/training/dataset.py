@@ -68,6 +68,9 @@ class DatasetSpec:
     """A bridge's receiver model (its prompt, tokens and P1 teacher); "": the sender's model."""
     primer: str | None = None
     """The receiver prompt's text before the packet (None: the prompt book's line)."""
+    layers: tuple[int, ...] = ()
+    """Several sender layers (a kv bridge): ``hidden`` holds their states side by side [T, n x d]
+    (`layer` is then the first of them)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as stored in a manifest; the fields added for bridges only when set, so a
@@ -77,6 +80,10 @@ class DatasetSpec:
             d.pop("receiver")
         if self.primer is None:
             d.pop("primer")
+        if not self.layers:
+            d.pop("layers")
+        else:
+            d["layers"] = list(self.layers)
         return d
 
     def shards(self) -> list[range]:
@@ -113,7 +120,9 @@ def collect(
         if name in done:
             continue
         rows = [
-            episode_row(env, s, agent, spec.layer, spec.tail, spec.teacher, receiver, spec.primer)
+            episode_row(
+                env, s, agent, spec.layer, spec.tail, spec.teacher, receiver, spec.primer, spec.layers
+            )
             for s in seeds
         ]
         arrays = _pad_rows(rows)
@@ -143,6 +152,7 @@ def episode_row(
     teacher: str = "truth",
     receiver: Any = None,
     primer: str | None = None,
+    layers: tuple[int, ...] = (),
 ) -> dict[str, np.ndarray]:
     """One episode's training record: sender states, receiver prompt ids around the marker, target ids
     (and the teacher's answer distribution, for a P1 teacher). `receiver` is a bridge's receiving
@@ -156,7 +166,15 @@ def episode_row(
     ragent = receiver if receiver is not None else agent
     backend = ragent.backend
     sender = AgentContext(holder, obs[holder]["view"], task, task.family, 1, env.budget, agent, answerer)
-    hidden = agent.sender_states(task.family, sender.view, layer, tail)
+    if layers:  # several layers side by side, from one forward
+        ids = agent.backend.prompt_ids(agent.sender_prompt(task.family, sender.view))
+        t = min(tail, len(ids)) if tail else len(ids)
+        f = agent.backend.forward(
+            ids, capture=list(layers), positions=list(range(len(ids) - t, len(ids))), logits="none"
+        )
+        hidden = np.concatenate([f.hidden[x] for x in layers], -1)
+    else:
+        hidden = agent.sender_states(task.family, sender.view, layer, tail)
     dummy = Conditioning(prefix=np.zeros((1, backend.info.hidden_size), np.float32), primer=primer)
     prompt = ragent.prompt(ragent.answer_turn(task.family, obs[answerer]["view"], dummy))
     before, _, after = prompt.partition(PREFIX_MARKER)
@@ -229,7 +247,7 @@ def load(path: str | Path) -> EpisodeData:
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
-        spec = DatasetSpec(**manifest["spec"])
+        spec = DatasetSpec(**{**manifest["spec"], "layers": tuple(manifest["spec"].get("layers", ()))})
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise DatasetError(f"{path} is not an episode dataset ({type(e).__name__}: {e})") from None
     by_file = {e["file"]: e for e in manifest["shards"]}

@@ -124,9 +124,11 @@ def run_gate(
     if ckpt.is_bridge:
         channel = "latent-bridge"
         model = model or bridge_models(ckpt, env_id)
+    if ckpt.spec.kind == "kv":
+        channel = "kv-bridge"
     model = model or ckpt.base_model
     opts: dict[str, Any] = {"checkpoint": str(checkpoint)}
-    if ckpt.spec.kind == "prefix":
+    if ckpt.spec.kind in ("prefix", "kv"):
         opts["codec"] = codec
     if agent is None:
         import lpca_envs

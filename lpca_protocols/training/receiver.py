@@ -66,9 +66,17 @@ class Receiver:
         import torch
 
         emb = self.core.embed_tokens
-        k = prefix.shape[1]
+        kv = self.spec.kind == "kv"  # prefix [B, n, T, d]: what each fused layer adds at T placeholders
+        k = prefix.shape[2] if kv else prefix.shape[1]
         inject = self.spec.inject_layer
-        slots = torch.zeros_like(prefix) if inject is not None else prefix
+        if kv:
+            slots = torch.zeros((prefix.shape[0], k, prefix.shape[-1]), dtype=prefix.dtype)
+            by_layer = {t: prefix[:, i] for i, t in enumerate(self.spec.kv_targets)}
+            mode = "add"
+        else:
+            slots = torch.zeros_like(prefix) if inject is not None else prefix
+            by_layer = {inject: prefix} if inject is not None else {}
+            mode = self.spec.inject_mode
         parts, starts, at = [], [], []
         use_cache = shared is not None
         for r, i in enumerate(idx.tolist()):
@@ -99,7 +107,7 @@ class Receiver:
                 "position_ids": (plen + torch.arange(t))[None].expand(b, t),
             }
             mask = torch.cat([torch.ones((b, plen), dtype=torch.long), mask], 1)
-        with self.injection(prefix, at) as put:
+        with self.injection(by_layer, at, mode) as put:
             x = put(0, x)
             h = self.core(inputs_embeds=x, attention_mask=mask, return_dict=True, **kwargs).last_hidden_state
         g = int(data["target_len"][idx].max())
@@ -110,32 +118,42 @@ class Receiver:
         return self.backend.head_logits(hs).float(), tgt, tmask
 
     @contextlib.contextmanager
-    def injection(self, vectors: Any, at: list[int]) -> Iterator[Any]:
-        """`put(layer, h)`: h with `vectors` [B, k, d] combined in at rows `at[b]` .. + k when `layer`
-        is the spec's inject_layer (differentiably; a forward hook applies it after that block)."""
+    def injection(self, by_layer: dict[int, Any], at: list[int], mode: str = "replace") -> Iterator[Any]:
+        """`put(layer, h)`: h with `by_layer[layer]` [B, k, d] combined in (``mode``: replace or add) at
+        rows `at[b]` .. + k, for each layer of `by_layer` (differentiably; forward hooks apply it after
+        each block l >= 1, and `put(0, x)` on the input embeddings)."""
         import torch
 
-        spec = self.spec
-        cols = torch.tensor(at)[:, None] + torch.arange(vectors.shape[1])[None]
+        if not by_layer:
+
+            def same(layer: int, h: Any) -> Any:
+                return h
+
+            yield same
+            return
+        k = next(iter(by_layer.values())).shape[1]
+        cols = torch.tensor(at)[:, None] + torch.arange(k)[None]
         rows = torch.arange(len(at))[:, None].expand_as(cols)
 
         def put(layer: int, h: Any) -> Any:
-            if layer != spec.inject_layer:
+            if layer not in by_layer:
                 return h
-            v = vectors.to(h.dtype)
-            return h.index_put((rows, cols), v if spec.inject_mode == "replace" else h[rows, cols] + v)
+            v = by_layer[layer].to(h.dtype)
+            return h.index_put((rows, cols), v if mode == "replace" else h[rows, cols] + v)
 
-        handle = None
-        if spec.inject_layer:
+        handles = []
+        for layer in by_layer:
+            if not layer:
+                continue
 
-            def hook(_mod: Any, _args: Any, out: Any) -> Any:
+            def hook(_mod: Any, _args: Any, out: Any, layer: int = layer) -> Any:
                 h = out[0] if isinstance(out, tuple) else out
-                h2 = put(spec.inject_layer, h)
+                h2 = put(layer, h)
                 return (h2, *out[1:]) if isinstance(out, tuple) else h2
 
-            handle = self.backend.blocks[spec.inject_layer - 1].register_forward_hook(hook)
+            handles.append(self.backend.blocks[layer - 1].register_forward_hook(hook))
         try:
             yield put
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()

@@ -17,7 +17,12 @@ from lpca_protocols.training.config import TrainConfig
 
 
 def load_datasets(
-    cfg: TrainConfig, layer: int, agent: Any, error: type[Exception], receiver: Any = None
+    cfg: TrainConfig,
+    layer: int,
+    agent: Any,
+    error: type[Exception],
+    receiver: Any = None,
+    layers: tuple[int, ...] = (),
 ) -> tuple[Any, Any]:
     """The (train, eval) episode datasets of `cfg`, collected first where missing or unfinished.
 
@@ -37,6 +42,7 @@ def load_datasets(
             cfg.shard_size,
             receiver=cfg.receiver if receiver is not None else "",
             primer=cfg.primer,
+            layers=tuple(layers),
         )
         key = hashlib.sha256(json.dumps(spec.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
         path = root / f"{cfg.env.replace('/', '_')}-L{cfg.level}-{seed}-{n}-{key}"

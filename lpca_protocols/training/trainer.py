@@ -114,29 +114,48 @@ def _train(
             f"codec.inject_layer must be in 0..{r_layers - 1} for {backend.info.name} "
             f"({r_layers} blocks; l = after block l, 0 = embedding output), got {inject}"
         )
-    train_data, eval_data = _datasets(cfg, layer, agent, receiver)
+    kv_layers, kv_targets = kv_plan(cfg, agent.backend.info.n_layers, r_layers)
+    train_data, eval_data = _datasets(cfg, layer, agent, receiver, kv_layers)
     d = backend.info.hidden_size
-    spec = CodecSpec(
-        kind=cfg.codec.kind,
-        k=cfg.codec.k,
-        m=cfg.codec.m,
-        d_src=train_data.arrays["hidden"].shape[-1],
-        d_out=d,
-        source_layer=layer,
-        tail=cfg.tail,
-        width=cfg.codec.width,
-        heads=cfg.codec.heads,
-        codebook_size=cfg.codec.alphabet if cfg.codec.kind == "codebook" else 0,
-        bounded=cfg.codec.bounded,
-        quantizer=cfg.codec.quantizer,
-        rvq_levels=cfg.codec.rvq_levels,
-        fsq_levels=cfg.codec.fsq_levels,
-        inject_layer=inject,
-        inject_mode=cfg.codec.inject_mode,
-        positions=cfg.codec.positions,
-        recolour=cfg.codec.recolour,
-        primer=cfg.primer,
-    )
+    if cfg.codec.kind == "kv":
+        d_src = agent.backend.info.hidden_size
+        spec = CodecSpec(
+            kind="kv",
+            k=len(kv_layers),
+            m=d_src,
+            d_src=d_src,
+            d_out=d,
+            source_layer=kv_layers[0],
+            tail=cfg.tail,
+            width=cfg.codec.width,
+            heads=1,
+            bounded=False,
+            kv_layers=kv_layers,
+            kv_targets=kv_targets,
+            primer=cfg.primer,
+        )
+    else:
+        spec = CodecSpec(
+            kind=cfg.codec.kind,
+            k=cfg.codec.k,
+            m=cfg.codec.m,
+            d_src=train_data.arrays["hidden"].shape[-1],
+            d_out=d,
+            source_layer=layer,
+            tail=cfg.tail,
+            width=cfg.codec.width,
+            heads=cfg.codec.heads,
+            codebook_size=cfg.codec.alphabet if cfg.codec.kind == "codebook" else 0,
+            bounded=cfg.codec.bounded,
+            quantizer=cfg.codec.quantizer,
+            rvq_levels=cfg.codec.rvq_levels,
+            fsq_levels=cfg.codec.fsq_levels,
+            inject_layer=inject,
+            inject_mode=cfg.codec.inject_mode,
+            positions=cfg.codec.positions,
+            recolour=cfg.codec.recolour,
+            primer=cfg.primer,
+        )
     run = _Run(cfg, spec, backend, train_data, eval_data, sender=agent.backend.info)
     state_file = out / "train_state.pt"
     start = 0
@@ -193,11 +212,20 @@ class _Run:
         with torch.no_grad():
             hid, hl = self.train["hidden"], self.train["hidden_len"]
             real = hid[torch.arange(hid.shape[1])[None] < hl[:, None]]  # [positions, d]
-            if cfg.codec.whiten:  # the normalizer's sender half (else mu = 0, sd = 1: raw states)
+            if (
+                spec.kind == "kv"
+            ):  # per fused layer: the states of layer i sit side by side [positions, n x d]
+                real = real.view(-1, spec.k, spec.d_src)
+                if cfg.codec.whiten:
+                    self.net.kv.mu.copy_(real.mean(0))
+                    self.net.kv.sd.copy_(real.std(0).clamp(min=1e-3))
+            elif cfg.codec.whiten:  # the normalizer's sender half (else mu = 0, sd = 1: raw states)
                 self.net.enc.mu.copy_(real.mean(0))
                 self.net.enc.sd.copy_(real.std(0).clamp(min=1e-3))
             table = torch.from_numpy(backend.input_embeddings())
             inject = spec.inject_layer
+            if spec.kind == "kv":
+                inject = None
             target = table if not inject else self.receiver.residual_sample(self.train, inject)
             if spec.bounded:
                 self.net.dec.scale.copy_(3 * target.std(0).clamp(min=1e-4))
@@ -230,6 +258,9 @@ class _Run:
     def packets(self, data: dict[str, Any], idx: Any) -> Any:
         torch = self.torch
         h = data["hidden"][idx]
+        if self.spec.kind == "kv":  # the packet is the states themselves: [B, n, T, d_src]
+            b, t, _ = h.shape
+            return h.view(b, t, self.spec.k, self.spec.d_src).transpose(1, 2)
         hm = torch.arange(h.shape[1])[None] < data["hidden_len"][idx][:, None]
         return self.net.encode(h, hm)
 
@@ -365,7 +396,7 @@ class _Run:
                     first.extend((logits[:, 0].argmax(-1) == tgt[:, 0]).tolist())
                     if name in ("", "_shuffle"):
                         logps.setdefault(name, []).append((F.log_softmax(logits, -1), tmask))
-                    if name == "":
+                    if name == "" and self.spec.kind != "kv":  # kv vectors live in the residual stream
                         flat = prefix.reshape(-1, prefix.shape[-1]).float()
                         norms.append(flat.norm(dim=-1))
                         coss.append((F.normalize(flat, dim=-1) @ self.table_n.T).max(-1).values)
@@ -447,6 +478,24 @@ class _Run:
         return int(state["step"])
 
 
-def _datasets(cfg: TrainConfig, layer: int, agent: Any, receiver: Any = None) -> tuple[Any, Any]:
+def _datasets(
+    cfg: TrainConfig, layer: int, agent: Any, receiver: Any = None, layers: tuple[int, ...] = ()
+) -> tuple[Any, Any]:
     """(train, eval) datasets of `cfg` (`rundir.load_datasets`), a wrong model's a `TrainError`."""
-    return load_datasets(cfg, layer, agent, TrainError, receiver)
+    return load_datasets(cfg, layer, agent, TrainError, receiver, layers)
+
+
+def kv_plan(
+    cfg: TrainConfig, sender_layers: int, receiver_layers: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A kv bridge's (sender layers, receiver targets): `codec.fuse` receiver layers evenly spaced
+    from the embedding output (0: all), each reading the sender layer at the same relative depth.
+    ((), ()) for the other kinds."""
+    if cfg.codec.kind != "kv":
+        return (), ()
+    n = cfg.codec.fuse or receiver_layers
+    if n > receiver_layers:
+        raise TrainError(f"codec.fuse = {n} but the receiver has {receiver_layers} layers to fuse into")
+    targets = tuple(sorted({round(i * receiver_layers / n) for i in range(n)}))
+    layers = tuple(round(t * sender_layers / receiver_layers) for t in targets)
+    return layers, targets
