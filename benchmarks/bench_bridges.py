@@ -50,8 +50,12 @@ ABLATIONS = {
 
 
 def codec_config(spec: str) -> dict:
+    """``prefix:k=K,m=M``, ``codebook:k=K,K=SIZE,warmup=STEPS`` (resampler bridges, `latent-bridge`) or
+    ``kv:fuse=N,width=R`` (the C2C-style `kv-bridge`: N fused receiver layers, 0 = all, rank R)."""
     kind, _, rest = spec.partition(":")
     opts = dict(item.split("=") for item in rest.split(",") if item)
+    if kind == "kv":
+        return {"kind": "kv", "fuse": int(opts.get("fuse", 0)), "width": int(opts.get("width", 32))}
     cfg: dict = {"kind": kind, "k": int(opts.get("k", 4)), "m": int(opts.get("m", 16)), "recolour": True}
     if "pos" in opts:
         cfg["positions"] = int(opts["pos"])
@@ -65,13 +69,15 @@ def config(a: argparse.Namespace, variant: str) -> dict:
     v = ABLATIONS[variant]
     codec = codec_config(a.codec) | v.get("codec", {})
     objective = {"infonce": a.infonce, "anchor": a.anchor or (0.1 if v.get("anchor") else 0.0)}
+    if codec["kind"] == "kv":  # the kv bridge trains on the answer alone
+        objective = {}
     objective |= v.get("objective", {})
     cfg = {
         "model": a.sender,
         "receiver": a.receiver,
         "env": a.env,
         "level": a.level,
-        "out": str(Path(a.out) / f"{variant}"),
+        "out": str(Path(a.out) / (variant if codec["kind"] != "kv" else f"kv-{variant}")),
         "data_dir": str(Path(a.out) / "data"),
         "layer": a.layer,
         "tail": a.tail,
