@@ -131,6 +131,7 @@ class CodecEntry:
     """Bits per message (a continuous packet: through its training config's serializer)."""
     inject_layer: int | None
     base_model: str
+    """The receiver's model; for a bridge, ``sender -> receiver``."""
     gate: dict[str, Any] | None
     path: Path
 
@@ -146,6 +147,8 @@ def list_codecs() -> list[CodecEntry]:
         s = ckpt.spec
         if s.kind == "codebook":
             bits: int | None = s.message_bits
+        elif s.kind == "kv":  # its packet's length is tail x layers x d_src floats
+            bits = None
         else:
             from lpca_protocols import codecs
 
@@ -164,7 +167,7 @@ def list_codecs() -> list[CodecEntry]:
                 s.codebook_size,
                 bits,
                 s.inject_layer,
-                ckpt.base_model,
+                ckpt.pair if ckpt.is_bridge else ckpt.base_model,
                 ckpt.meta.get("gate"),
                 ckpt.path or codecs_dir() / name,
             )

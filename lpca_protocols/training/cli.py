@@ -130,8 +130,8 @@ def list_cmd() -> None:
 
     entries = list_codecs()
     table = Table(title=f"codecs in {codecs_dir()}")
-    for col in ("name", "kind", "quantizer", "k", "m", "K", "bits/msg", "inject", "base model", "gate"):
-        table.add_column(col, no_wrap=col in ("name", "base model", "gate"))
+    for col in ("name", "kind", "quantizer", "k", "m", "K", "bits/msg", "inject", "model(s)", "gate"):
+        table.add_column(col, no_wrap=col in ("name", "model(s)", "gate"))
     for e in entries:
         gate = "-"
         if e.gate:
