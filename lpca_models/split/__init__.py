@@ -14,7 +14,7 @@ Nothing here imports torch or MLX at module level; lenses run on either backend.
 
 from __future__ import annotations
 
-from lpca_models.split.capture import Captured, LensPrompt, capture, task_prompts
+from lpca_models.split.capture import Captured, LensPrompt, capture, humaneval_prompts, task_prompts
 from lpca_models.split.errors import (
     LensCheckpointError,
     LensFingerprintError,
@@ -59,6 +59,7 @@ __all__ = [
     "choose_boundaries",
     "compare",
     "exit_layers",
+    "humaneval_prompts",
     "lens_stats",
     "load_lens",
     "log_softmax",

@@ -219,8 +219,9 @@ def load_lens(path: str | Path, info: ModelInfo | None = None) -> TunedLens:
 
 
 # -- distributions -----------------------------------------------------------------------
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-probabilities of ``[..., V]`` logits, in float64 (KL of near-equal rows is exact)."""
-    x = np.asarray(logits, dtype=np.float64)
+def log_softmax(logits: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Row-wise log-probabilities of ``[..., V]`` logits (float32 by default: a 50k vocabulary
+    over thousands of positions and dozens of layers; the sums are taken in float64)."""
+    x = np.asarray(logits, dtype=dtype)
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(dtype)

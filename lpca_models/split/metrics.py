@@ -60,14 +60,20 @@ def compare(
     final_logprobs: np.ndarray, lens_logprobs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(kl, top1, margin)`` of lens rows ``[P, V]`` against final rows ``[P, V]`` (log-probs)."""
-    p, q = np.asarray(final_logprobs, np.float64), np.asarray(lens_logprobs, np.float64)
+    p, q = np.asarray(final_logprobs), np.asarray(lens_logprobs)
     if p.shape != q.shape or p.ndim != 2 or p.shape[1] < 2:
         raise OracleError(f"need two log-prob arrays of one shape [P, V>=2]; got {p.shape} and {q.shape}")
-    kl = np.maximum((np.exp(p) * (p - q)).sum(-1), 0.0)
-    top1 = q.argmax(-1) == p.argmax(-1)
-    two = np.sort(q, axis=-1)[:, -2:]
+    return _compare(p, np.exp(p), p.argmax(-1), q)
+
+
+def _compare(
+    p: np.ndarray, p_exp: np.ndarray, p_top: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`compare` with the final's probabilities and top-1 computed once for every layer."""
+    kl = np.maximum((p_exp * (p - q)).sum(-1, dtype=np.float64), 0.0)
+    two = np.sort(np.partition(q, -2, axis=-1)[:, -2:], axis=-1).astype(np.float64)  # two largest
     margin = np.exp(two[:, 1]) - np.exp(two[:, 0])
-    return kl, top1, margin
+    return kl, q.argmax(-1) == p_top, margin
 
 
 def stats_from_distributions(probs: Any) -> LayerStats:
@@ -77,8 +83,7 @@ def stats_from_distributions(probs: Any) -> LayerStats:
         raise OracleError(f"distributions must be [L+1 >= 2, P, V]; got shape {a.shape}")
     if (a < 0).any() or not np.allclose(a.sum(-1), 1.0, atol=1e-6):
         raise OracleError("each distribution must be non-negative and sum to 1")
-    with np.errstate(divide="ignore"):
-        logp = np.log(np.maximum(a, 1e-300))
+    logp = np.log(np.maximum(a, 1e-300))
     cols = [compare(logp[-1], logp[i]) for i in range(a.shape[0])]
     return LayerStats(*(np.stack([c[i] for c in cols], axis=1) for i in range(3)))
 
@@ -101,13 +106,14 @@ def lens_stats(
     for s in range(0, len(h), chunk):
         rows = h[s : s + chunk]
         final = log_softmax(backend.unembed(rows[:, n_layers]))
+        final_exp, final_top = np.exp(final), final.argmax(-1)
         for layer in range(n_layers + 1):
             if layer == n_layers:  # no translator at the last layer: the lens is the final itself
                 q = final
             else:
                 x = rows[:, layer] if lens is None else lens.translate(rows[:, layer], layer)
                 q = log_softmax(backend.unembed(x))
-            kl, top1, margin = compare(final, q)
+            kl, top1, margin = _compare(final, final_exp, final_top, q)
             out[0, s : s + chunk, layer], out[1, s : s + chunk, layer] = kl, top1
             out[2, s : s + chunk, layer] = margin
     return LayerStats(out[0], out[1].astype(bool), out[2])

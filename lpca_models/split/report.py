@@ -267,9 +267,8 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         for name, colour in (("logit", "tab:blue"), ("tuned", "tab:orange")):
             for side, style in (("heldout", "-"), ("train", ":")):
                 vals = np.asarray(doc["layers"][f"{name}/{side}"][key])
-                if key == "kl_mean":
-                    vals = np.maximum(vals, 1e-4)
-                ax.plot(layers, vals, style, color=colour, label=f"{name} ({side})")
+                x = layers[:-1] if key == "kl_mean" else layers  # the last layer's KL is 0 by definition
+                ax.plot(x, vals[: len(x)], style, color=colour, label=f"{name} ({side})")
         for b in (doc["boundaries"]["shallow"], doc["boundaries"]["late"]):
             ax.axvline(b, color="grey", lw=0.8, ls="--")
         if key == "kl_mean":
