@@ -35,6 +35,7 @@ from lpca_protocols.channels._latent import (
     lm,
     sender_prompt,
 )
+from lpca_protocols.channels.latent_bridge import BridgeChecks
 from lpca_protocols.channels.latent_prefix import marker_positions
 from lpca_protocols.packet_codec import CheckpointError, CodecRunner, load_checkpoint, resolve
 
@@ -44,7 +45,7 @@ class KVBridgeOptions(LatentOptions):
     """A trained kv bridge (``lpca train bridge`` with codec.kind = "kv"): directory or published name."""
 
 
-class KVBridgeChannel(LatentChannel):
+class KVBridgeChannel(BridgeChecks, LatentChannel):
     name = "kv-bridge"
     description = (
         "A trained C2C-style bridge: the sender's states at n layers, projected and gated into the "
@@ -67,9 +68,8 @@ class KVBridgeChannel(LatentChannel):
         self.runner = CodecRunner(ckpt)
 
     def check_pair(self, sender: Any, receiver: Any) -> None:
-        ckpt, spec = self.runner.ckpt, self.runner.spec
-        ckpt.check_sender(sender.fingerprint, sender.name)
-        ckpt.check_base(receiver.fingerprint, receiver.name)
+        spec = self.runner.spec
+        super().check_pair(sender, receiver)
         if max(spec.kv_layers) > sender.n_layers or max(spec.kv_targets) >= receiver.n_layers:
             raise CheckpointError(
                 f"kv bridge {self.options.checkpoint}: layers {spec.kv_layers} / targets {spec.kv_targets} "
@@ -96,14 +96,8 @@ class KVBridgeChannel(LatentChannel):
         return [np.stack([f.hidden[layer] for layer in spec.kv_layers]) for f in forward_each(ctxs, reqs)]
 
     def decode(self, ctx: AgentContext, msg: Message) -> np.ndarray:
-        ckpt, spec = self.runner.ckpt, self.runner.spec
-        fp = (msg.meta or {}).get("fingerprint")
-        want = ckpt.sender_fingerprint or ckpt.base_fingerprint
-        if fp is not None and fp != want:
-            raise LatentMismatchError(
-                f"channel {self.name!r}: payload from model {str(fp)[:12]}..., but kv bridge "
-                f"{self.options.checkpoint} reads sender {ckpt.sender_model or ckpt.base_model} ({ckpt.pair})"
-            )
+        spec = self.runner.spec
+        self.check_origin(msg)
         shape = str((msg.meta or {}).get("shape", "")).split("x")
         if len(shape) != 3 or shape[0] != str(spec.k) or shape[2] != str(spec.d_src):
             raise LatentMismatchError(

@@ -52,7 +52,32 @@ class LatentBridgeOptions(LatentPrefixOptions):
     bridge, the ``codec`` its packet crosses with (a discrete bridge always sends indices)."""
 
 
-class LatentBridgeChannel(LatentCodebookChannel):
+class BridgeChecks:
+    """What both bridges check of a pair and of a packet (`self.runner`: the bridge's `CodecRunner`)."""
+
+    name: str
+    options: Any
+    runner: CodecRunner
+
+    def check_pair(self, sender: Any, receiver: Any) -> None:
+        ckpt = self.runner.ckpt
+        ckpt.check_sender(sender.fingerprint, sender.name)
+        ckpt.check_base(receiver.fingerprint, receiver.name)
+
+    def check_origin(self, msg: Message) -> None:
+        """Refuse a packet whose sender model is not the bridge's sender."""
+        ckpt = self.runner.ckpt
+        fp = (msg.meta or {}).get("fingerprint")
+        want = ckpt.sender_fingerprint or ckpt.base_fingerprint
+        if fp is not None and fp != want:
+            raise LatentMismatchError(
+                f"channel {self.name!r}: payload from model {str(fp)[:12]}..., but bridge "
+                f"{self.options.checkpoint} reads sender {ckpt.sender_model or ckpt.base_model} "
+                f"({want[:12]}...) ({ckpt.pair})"
+            )
+
+
+class LatentBridgeChannel(BridgeChecks, LatentCodebookChannel):
     name = "latent-bridge"
     description = (
         "A trained cross-model bridge: sender states -> normalizer -> resampler -> k receiver embeddings "
@@ -79,11 +104,6 @@ class LatentBridgeChannel(LatentCodebookChannel):
                 )
             self.codec = IndexCodec(spec.codebook_size)
 
-    def check_pair(self, sender: Any, receiver: Any) -> None:
-        ckpt = self.runner.ckpt
-        ckpt.check_sender(sender.fingerprint, sender.name)
-        ckpt.check_base(receiver.fingerprint, receiver.name)
-
     # -- send ------------------------------------------------------------------------
     def payloads(self, ctxs: Sequence[AgentContext]) -> list[np.ndarray]:
         if self.discrete:
@@ -97,15 +117,8 @@ class LatentBridgeChannel(LatentCodebookChannel):
 
     # -- receive ---------------------------------------------------------------------
     def decode(self, ctx: AgentContext, msg: Message) -> np.ndarray:
-        ckpt, spec = self.runner.ckpt, self.runner.spec
-        fp = (msg.meta or {}).get("fingerprint")
-        want = ckpt.sender_fingerprint or ckpt.base_fingerprint
-        if fp is not None and fp != want:
-            raise LatentMismatchError(
-                f"channel {self.name!r}: payload from model {str(fp)[:12]}..., but bridge "
-                f"{self.options.checkpoint} reads sender {ckpt.sender_model or ckpt.base_model} "
-                f"({want[:12]}...) ({ckpt.pair})"
-            )
+        spec = self.runner.spec
+        self.check_origin(msg)
         shape = (spec.symbols_per_message,) if self.discrete else (spec.k, spec.m)
         got = str((msg.meta or {}).get("shape", ""))
         if got != "x".join(map(str, shape)):
