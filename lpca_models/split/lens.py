@@ -74,7 +74,7 @@ class TunedLens:
     weight: np.ndarray  # [L, d, d] float32
     bias: np.ndarray  # [L, d] float32
     meta: dict[str, Any] = field(default_factory=dict)
-    _mx: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    _mx: tuple[Any, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weight, np.float32), np.asarray(self.bias, np.float32)
