@@ -213,8 +213,6 @@ def run(
     if run_dir is not None:
         run_dir = Path(run_dir)
         records = resume_run_dir(run_dir, cfg)
-    elif out_dir is not None:
-        run_dir = _open_run_dir(out_dir, cfg)
     done = {r["seed"] for r in records}
     batches = [list(all_seeds[i : i + cfg.batch_size]) for i in range(0, cfg.episodes, cfg.batch_size)]
     partial = [s for b in batches if not set(b) <= done for s in b if s in done]
@@ -233,6 +231,8 @@ def run(
         env0 = lpca_envs.make(env_id, level=cfg.level, budget=budget)
         env0.reset(seed=cfg.seed)
         _check_pairs(chan, [env0.task], agents, checked)
+    if run_dir is None and out_dir is not None:  # a new run's directory, once its models are known to fit
+        run_dir = _open_run_dir(out_dir, cfg)
     envs = [
         lpca_envs.make(env_id, level=cfg.level, budget=budget) for _ in range(min(cfg.batch_size, len(seeds)))
     ]
