@@ -466,8 +466,13 @@ def markdown(rows: Sequence[CalibrationRow], command: str | None = None) -> str:
 
 
 def write_json(path: str | Path, rows: Sequence[CalibrationRow], command: str | None = None) -> Path:
+    """Write `json_doc` to `path`."""
+    return _write_atomic(path, json.dumps(json_doc(rows, command), indent=2) + "\n")
+
+
+def json_doc(rows: Sequence[CalibrationRow], command: str | None = None) -> dict[str, Any]:
     """Every row with its per-episode outcomes, the command, model fingerprint(s) and git commit."""
-    doc = {
+    return {
         "command": command,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
@@ -476,7 +481,6 @@ def write_json(path: str | Path, rows: Sequence[CalibrationRow], command: str | 
         "criteria": {"skyline_min": SKYLINE_MIN, "p0_margin": P0_MARGIN, "oracle_text_min": ORACLE_TEXT_MIN},
         "rows": [r.to_dict() for r in rows],
     }
-    return _write_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_markdown(path: str | Path, rows: Sequence[CalibrationRow], command: str | None = None) -> Path:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 import lpca_envs
 from lpca_envs import SCRIPTED_KINDS, evaluate_scripted, get_family, list_envs
+from lpca_protocols import output
 
 app = typer.Typer(
     help="LPCA: should language-model agents talk in text or through hidden states?",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-if console.width < 110:  # pipes and CI logs default to 80 columns; tables need ~100
-    console = Console(width=110)
+console = output.console()  # a pipe or CI log gets tables whole (lpca_protocols/output.py)
 
 
 @app.command()
@@ -35,7 +33,7 @@ def envs() -> None:
             fam.description,
             fam.info_bits_doc,
         )
-    console.print(table)
+    output.print_table(console, table)
 
 
 @app.command()
@@ -50,12 +48,19 @@ def demo(
     ),
     env: list[str] = typer.Option(None, "--env", help="With --scripted: restrict to these env ids."),
     seed: int = typer.Option(0, help="With --scripted: first episode seed."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the rows as JSON on stdout (each row's line goes to stderr)."
+    ),
 ) -> None:
     """The main job: text and latent channels on a real model beside the references and controls."""
     if scripted:
         _scripted_demo(episodes, env, seed)
         return
+    from dataclasses import asdict
+
     from lpca_protocols.demo import run_demo
+
+    log = output.console(stderr=True) if as_json else console
 
     table = Table(title=f"LPCA demo: {model} ({backend}), {episodes} seeded episodes per row")
     # short headers and labels, wrapped rather than cut, so a log file or CI output stays readable
@@ -79,13 +84,16 @@ def demo(
             f"{r.tokens:.0f}",
             f"{r.time_s:.2f}",
         )
-        console.print(f"  {r.env_id} L{r.level} {r.protocol}: {r.success:.0%}", highlight=False)
+        log.print(f"  {r.env_id} L{r.level} {r.protocol}: {r.success:.0%}", highlight=False)
 
     def skip(reason: str) -> None:
-        console.print(f"  {reason}", highlight=False)
+        log.print(f"  {reason}", highlight=False)
 
-    run_demo(model=model, episodes=episodes, backend=backend, on_row=add, on_skip=skip)
-    console.print(table)
+    rows = run_demo(model=model, episodes=episodes, backend=backend, on_row=add, on_skip=skip)
+    if as_json:
+        output.print_json([asdict(r) for r in rows])
+        return
+    output.print_table(console, table)
 
 
 def _scripted_demo(episodes: int, env: list[str] | None, seed: int) -> None:
@@ -121,7 +129,7 @@ def _scripted_demo(episodes: int, env: list[str] | None, seed: int) -> None:
                     str(s.violations),
                 )
         table.add_section()
-    console.print(table)
+    output.print_table(console, table)
 
 
 @app.command()
@@ -169,7 +177,7 @@ def models() -> None:
             "yes" if path is not None else "no",
             source,
         )
-    console.print(table)
+    output.print_table(console, table)
 
 
 @app.command()
@@ -189,7 +197,7 @@ def channels() -> None:
         except Exception:  # a channel whose defaults need options
             rounds = "?"
         table.add_row(name, cls.requires.value, rounds, opts or "-", origin, cls.description)
-    console.print(table)
+    output.print_table(console, table)
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:
@@ -242,25 +250,16 @@ def run(
     sandbox: str = typer.Option(
         None, help="Code tasks: docker, bwrap or process (default: docker, else bwrap)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout, not a table."),
 ) -> None:
     """Run episodes of one (env, channel, model, budget) and print success, bits, tokens and time."""
     _use_sandbox(sandbox)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from lpca_envs.errors import LPCAError
     from lpca_protocols.runner import run as run_episodes
 
     options = _parse_options(opt)
     try:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"{env} / {channel}", total=episodes)
+        with output.progress(f"{env} / {channel}", total=episodes) as update:
             result = run_episodes(
                 env,
                 channel,
@@ -275,12 +274,15 @@ def run(
                 rounds=rounds,
                 backend=backend,
                 batch_size=batch_size,
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=update,
             )
     except (LPCAError, KeyError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     s = result.summary
+    if as_json:
+        output.print_json({**s, "run_dir": str(result.run_dir)})
+        return
     table = Table(title=f"{env} level {level} / {s['channel']} / {model}")
     for col in ("success", "95% CI", "bits/episode", "x info_bits", "tokens", "time/episode", "violations"):
         table.add_column(col, justify="right")
@@ -295,7 +297,7 @@ def run(
         f"{s['mean_time_s']:.2f}s",
         str(s["violations"]),
     )
-    console.print(table)
+    output.print_table(console, table)
     console.print(f"run directory: {result.run_dir}")
 
 
@@ -312,7 +314,10 @@ def calibrate(
     batch_size: int = typer.Option(8, min=1, help="Episodes per batched model call."),
     max_new_tokens: int = typer.Option(24, min=1, help="Longest answer, in tokens."),
     json_path: str = typer.Option(
-        None, "--json", help="Write every row (and per-episode outcomes) here, as each cell finishes."
+        None,
+        "--json",
+        help="Write every row (and per-episode outcomes) here, as each cell finishes; "
+        "'-' prints them as JSON on stdout instead of the table.",
     ),
     markdown_path: str = typer.Option(
         None, "--markdown", help="Write the table as Markdown here (rewritten as each cell finishes)."
@@ -324,8 +329,6 @@ def calibrate(
     """The competence table: chance, P0, skyline, oracle-text, P1 per family x level, and which are fair."""
     import shlex
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from lpca_envs.errors import LPCAError
     from lpca_protocols import calibrate as cal
 
@@ -336,31 +339,19 @@ def calibrate(
     argv += ["--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens)]
     argv += ["--sandbox", sandbox] if sandbox else []
     command = shlex.join(argv)  # the resolved command (defaults spelled out), for the JSON and Markdown
-    # a log or pipe has no width: print the whole table rather than cut it to 80 columns
-    out = console if console.is_terminal else Console(width=max(console.width, 160))
+    to_stdout = json_path == "-"
+    json_file = None if to_stdout else json_path
     try:
         cells = cal.select_cells(env, level)
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=out,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"loading {model}", total=None)
-
-            def progress(done: int, total: int, what: str) -> None:
-                bar.update(task, completed=done, total=total, description=what)
-
+        with output.progress(f"loading {model}") as progress:
             done: list[cal.CalibrationRow] = []
 
             def on_row(row: cal.CalibrationRow) -> None:
                 # Each finished cell is saved at once (the files hold the rows so far), so an
                 # interrupted hour-long table keeps what it measured.
                 done.append(row)
-                if json_path:
-                    cal.write_json(json_path, done, command)
+                if json_file:
+                    cal.write_json(json_file, done, command)
                 if markdown_path:
                     cal.write_markdown(markdown_path, done, command)
 
@@ -377,15 +368,18 @@ def calibrate(
             )
     except (LPCAError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        out.print(f"[red]error:[/red] {msg}")
+        console.print(f"[red]error:[/red] {msg}")
         raise typer.Exit(2) from None
+    if to_stdout:
+        output.print_json(cal.json_doc(rows, command))
+        return
     fp = rows[0].fingerprint[:12] if rows else "?"
     title = f"Competence of {model} ({backend}, fingerprint {fp}), {episodes} episodes from seed {seed}"
-    cal.print_table(out, rows, title)
-    if json_path:
-        out.print(f"JSON: {cal.write_json(json_path, rows, command)}")
+    cal.print_table(console, rows, title)
+    if json_file:
+        console.print(f"JSON: {cal.write_json(json_file, rows, command)}")
     if markdown_path:
-        out.print(f"Markdown: {cal.write_markdown(markdown_path, rows, command)}")
+        console.print(f"Markdown: {cal.write_markdown(markdown_path, rows, command)}")
 
 
 from lpca_models.split.cli import split_app  # noqa: E402  (light: imports torch lazily)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-console = Console()
-if console.width < 110:  # pipes and CI logs default to 80 columns
-    console = Console(width=110)
+from lpca_protocols import output
+
+console = output.console()  # a pipe or CI log gets the 16 columns whole
 
 
 def leaderboard(
@@ -22,9 +21,6 @@ def leaderboard(
     from lpca_protocols.leaderboard import build_leaderboard
     from lpca_protocols.leaderboard.render import cells, has_controls, header
 
-    wide = Console(width=max(console.width, 200))  # 16 columns; a terminal keeps its own width
-    if console.is_terminal:
-        wide = console
     try:
         board = build_leaderboard(sweep_dir, out, plots=plots)
     except LPCAError as e:
@@ -37,5 +33,5 @@ def leaderboard(
             table.add_column(h, justify="left" if h in ("protocol", "options", "model") else "right")
         for r in rows:
             table.add_row(*cells(r, controls), style="dim" if r["scripted"] else None)
-        wide.print(table)
+        output.print_table(console, table)
     console.print(f"wrote {', '.join(p.name for p in board.files)} to {board.out}", highlight=False)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-console = Console()
-if console.width < 110:  # pipes and CI logs default to 80 columns
-    console = Console(width=110)
+from lpca_protocols import output
+
+console = output.console()  # a pipe or CI log gets tables whole
 
 
 def sweep(

@@ -12,19 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lpca_envs.errors import LPCAError
+from lpca_protocols import output
 
 train_app = typer.Typer(
     help="Train learned latent codecs and test them against their controls.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-if console.width < 130:  # pipes and CI logs default to 80 columns; the codec table needs ~120
-    console = Console(width=130)
+console = output.console()  # a pipe or CI log gets tables whole
 
 
 @train_app.command("codec")
@@ -149,7 +147,7 @@ def list_cmd() -> None:
             e.base_model,
             gate,
         )
-    console.print(table)
+    output.print_table(console, table)
 
 
 def _print_gate(
