@@ -348,6 +348,10 @@ def _require_torch(*extra: str) -> tuple[Any, Any]:
             f"converting a model into the LPCA cache needs torch and transformers (import failed: {exc}); "
             f"install them with\n    {TORCH_INSTALL}"
         ) from exc
+    if not sys.stderr.isatty():
+        # Hugging Face's tqdm bars ("Writing model shards", "Loading weights") are one garbled
+        # line in a log or CI output; a terminal keeps them (the GGUF dequantization is long).
+        transformers.utils.logging.disable_progress_bar()
     return torch, transformers
 
 

@@ -2,7 +2,10 @@
 for scripts, progress as log lines, and no library warnings."""
 
 import json
+import os
 import random
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -144,3 +147,14 @@ def test_a_wide_table_is_never_cut_off_a_terminal(capsys):
     text = capsys.readouterr().out
     assert_whole(text, tuple(f"column number {i}" for i in range(30)))
     assert len(text.splitlines()) == 6  # title, top rule, header line, rule, row line, bottom rule
+
+
+def test_a_fresh_model_conversion_and_load_print_nothing_off_a_terminal(tmp_path):
+    """No library warning (import, conversion, load) and no Hugging Face progress bar in a log."""
+    code = "import lpca_protocols.cli, lpca_models; lpca_models.load('tiny-random-gemma3')"
+    env = {**os.environ, "LPCA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and out.stdout == ""
