@@ -514,3 +514,29 @@ def test_a_kv_bridge_learns_to_carry_the_secret_across_architectures(tmp_path, g
     assert last["step"] == 200 and last["exact"] >= last["exact_shuffle"] + 0.3, last
     ckpt = load_checkpoint(res.checkpoint)
     assert ckpt.spec.kind == "kv" and ckpt.spec.kv_targets == (0, 1, 2, 3) and ckpt.spec.tail == 16
+
+
+def test_a_bridge_dataset_holds_sender_states_and_the_receivers_prompt_and_p1_teacher(tmp_path, gemma, llama):
+    from lpca_protocols.training import DatasetError, DatasetSpec, collect, load
+
+    spec = DatasetSpec(
+        "tiny-random-gemma3",
+        "lpca/SecretRelay-v0",
+        0,
+        seed=3,
+        episodes=2,
+        layer=2,
+        teacher="p1",
+        receiver="tiny-random-llama",
+        primer="Note: ",
+    )
+    data = load(collect(spec, tmp_path / "d", gemma, receiver=llama))
+    assert data.fingerprint == gemma.backend.info.fingerprint
+    assert data.receiver_fingerprint == llama.backend.info.fingerprint
+    a = data.arrays
+    assert a["hidden"].shape[-1] == 64 and a["teacher_ids"].shape[-1] == 32
+    before = llama.backend.detokenize(a["before"][0, : a["before_len"][0]].tolist())
+    assert before.rstrip().endswith("Note:")
+    # the same directory for another receiver is another dataset
+    with pytest.raises(DatasetError, match="receiver_fingerprint differs"):
+        collect(spec, tmp_path / "d", gemma, receiver=gemma)
