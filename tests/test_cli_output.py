@@ -75,6 +75,7 @@ def test_calibrate_table_and_json():
 DEMO_HEADERS = ("family", "protocol", "success", "95% CI", "bits", "info", "tokens", "s/ep")
 
 
+@pytest.mark.slow  # every demo row on the tiny model: ~10 s on an idle 2-core machine
 def test_demo_prints_the_whole_table():
     res, caught = invoke(["demo", "--model", TINY, "--episodes", "2"])  # a shuffle control needs 2
     assert_whole(res.stdout, DEMO_HEADERS)
