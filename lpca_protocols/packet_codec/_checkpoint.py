@@ -50,9 +50,9 @@ class Checkpoint:
     def check_base(self, fingerprint: str, model_name: str = "") -> None:
         """Refuse a receiver model other than the one the decoder was trained for."""
         if fingerprint != self.base_fingerprint:
-            what = f"the bridge {self.pair}" if self.is_bridge else self.base_model
+            what = f"for the bridge {self.pair}" if self.is_bridge else f"on {self.base_model}"
             raise CheckpointMismatchError(
-                f"codec checkpoint {self.path} was trained for receiver {what} "
+                f"codec checkpoint {self.path} was trained {what} "
                 f"({self.base_fingerprint[:12]}...), this receiver is {model_name or '?'} "
                 f"({fingerprint[:12]}...); a learned codec only works on the models it was trained on"
             )
