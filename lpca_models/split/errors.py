@@ -1,4 +1,5 @@
-"""Typed errors of split inference; each names what was expected and what arrived.
+"""Typed errors of split inference (lenses, oracle labels, route heads); each names what was
+expected and what arrived.
 
 Every one is a `ModelError` (so an `LPCAError`) and a `ValueError`; the layer and width
 errors are also the model layer's `LayerError` / `HiddenSizeError`, the fingerprint error
@@ -32,3 +33,19 @@ class LensCheckpointError(SplitError):
 
 class OracleError(SplitError):
     """Oracle thresholds, boundaries or per-layer distributions are malformed."""
+
+
+class HeadCheckpointError(SplitError):
+    """A route or vitality head checkpoint is missing, truncated, corrupt or of an unknown format."""
+
+
+class HeadFingerprintError(SplitError, FingerprintMismatchError):
+    """A head was trained on the hidden states of another model than the one it is used with."""
+
+
+class HeadWidthError(SplitError, HiddenSizeError):
+    """Hidden states (or a head's weights) are not of the width the head reads."""
+
+
+class HeadLabelError(SplitError):
+    """Labels outside a head's label set, or a checkpoint whose label set is not the one expected."""
