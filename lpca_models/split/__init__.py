@@ -40,7 +40,7 @@ from lpca_models.split.errors import (
     SplitLayerError,
 )
 from lpca_models.split.heads import HeadTraining, RouteHead, load_head, train_head
-from lpca_models.split.heads_report import HeadsReportConfig, run_heads_report
+from lpca_models.split.heads_report import HeadsData, HeadsReportConfig, prepare_heads_data, run_heads_report
 from lpca_models.split.lens import TunedLens, load_lens, log_softmax, logit_lens
 from lpca_models.split.metrics import LayerStats, compare, lens_stats, stats_from_distributions
 from lpca_models.split.oracle import (
@@ -74,6 +74,7 @@ __all__ = [
     "HeadLabelError",
     "HeadTraining",
     "HeadWidthError",
+    "HeadsData",
     "HeadsReportConfig",
     "LayerStats",
     "LensCheckpointError",
@@ -110,6 +111,7 @@ __all__ = [
     "logit_lens",
     "macro_f1",
     "oracle_labels",
+    "prepare_heads_data",
     "run_heads_report",
     "run_lens_report",
     "split_map",

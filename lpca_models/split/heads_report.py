@@ -33,11 +33,11 @@ from lpca_models.split.calibration import (
     nll,
     softmax,
 )
-from lpca_models.split.capture import capture, task_prompts
+from lpca_models.split.capture import Captured, capture, task_prompts
 from lpca_models.split.errors import HeadLabelError, SplitError
 from lpca_models.split.heads import HeadTraining, RouteHead, train_head
 from lpca_models.split.lens import TunedLens
-from lpca_models.split.metrics import lens_stats
+from lpca_models.split.metrics import LayerStats, lens_stats
 from lpca_models.split.oracle import LABELS, Boundaries, OracleThresholds, balance, oracle_labels
 from lpca_models.split.report import choose_boundaries, split_map
 from lpca_models.split.routing import (
@@ -136,18 +136,34 @@ def baselines(
     return {"majority": majority, "fixed_split": fixed_doc, "entropy": ent | {"fit": fit}}
 
 
-def run_heads_report(
+@dataclass(frozen=True)
+class HeadsData:
+    """What every head run over one prompt set shares: the captured states, the tuned lens's
+    per-layer statistics and the shallow boundary's logit-lens entropy, on both sides."""
+
+    train: Captured
+    held: Captured
+    stats_train: LayerStats
+    stats_held: LayerStats
+    boundaries: Boundaries
+    why: str
+    layers: tuple[int, ...]
+    entropy_train: np.ndarray
+    entropy_held: np.ndarray
+    n_prompts: tuple[int, int]
+    lens_meta: dict[str, Any]
+    timings: dict[str, float]
+
+
+def prepare_heads_data(
     backend: Backend,
     config: HeadsReportConfig,
     out_dir: str | Path,
     lens: TunedLens | None = None,
-    command: str = "",
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Label, train, calibrate, measure and write the report; returns the JSON document."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    info, n_layers = backend.info, backend.info.n_layers
+) -> HeadsData:
+    """Capture, take or train the lens (saved to OUT/lens), measure it, choose boundaries and layers."""
+    n_layers = backend.info.n_layers
     timings: dict[str, float] = {}
     t = time.perf_counter()
     prompts = task_prompts(
@@ -165,8 +181,8 @@ def run_heads_report(
     t = time.perf_counter()
     if lens is None:
         lens = train_tuned_lens(backend, train.hidden, config.lens_training)
-        lens.save(out / "lens")
-    lens.check_model(info)
+        lens.save(Path(out_dir) / "lens")
+    lens.check_model(backend.info)
     stats_train, stats_held = lens_stats(backend, train.hidden, lens), lens_stats(backend, held.hidden, lens)
     timings["lens_s"] = time.perf_counter() - t
     top1 = stats_train.summary()["top1"]
@@ -176,17 +192,43 @@ def run_heads_report(
     else:
         bounds, why = Boundaries(*config.boundaries), "given"
     bounds.check(n_layers)
-    first = split_map(top1)["0.25"]
-    layers = config.layers or head_layers(bounds.shallow, first, config.n_read)
-    calib = calibration_rows(train, config.calibration, config.seed)
-    fit_rows = ~calib
-    if not fit_rows.any():
-        raise SplitError("the calibration split took every train prompt; lower the calibration fraction")
+    layers = config.layers or head_layers(bounds.shallow, split_map(top1)["0.25"], config.n_read)
 
     t = time.perf_counter()
     ent_train = lens_entropy(backend, train.hidden[:, bounds.shallow], bounds.shallow)
     ent_held = lens_entropy(backend, held.hidden[:, bounds.shallow], bounds.shallow)
     timings["entropy_s"] = time.perf_counter() - t
+    n_prompts = (sum(not p.heldout for p in prompts), sum(p.heldout for p in prompts))
+    return HeadsData(
+        train, held, stats_train, stats_held, bounds, why, tuple(layers), ent_train, ent_held, n_prompts,
+        dict(lens.meta), timings,
+    )  # fmt: skip
+
+
+def run_heads_report(
+    backend: Backend,
+    config: HeadsReportConfig,
+    out_dir: str | Path,
+    lens: TunedLens | None = None,
+    command: str = "",
+    log: Callable[[str], None] = print,
+    data: HeadsData | None = None,
+) -> dict[str, Any]:
+    """Label, train, calibrate, measure and write the report; returns the JSON document. `data`
+    (from `prepare_heads_data` with the same prompt settings) skips the capture and the lens."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info, n_layers = backend.info, backend.info.n_layers
+    if data is None:
+        data = prepare_heads_data(backend, config, out, lens, log)
+    timings = dict(data.timings)
+    train, held, bounds, layers = data.train, data.held, data.boundaries, data.layers
+    stats_train, stats_held = data.stats_train, data.stats_held
+    ent_train, ent_held = data.entropy_train, data.entropy_held
+    calib = calibration_rows(train, config.calibration, config.seed)
+    fit_rows = ~calib
+    if not fit_rows.any():
+        raise SplitError("the calibration split took every train prompt; lower the calibration fraction")
 
     tasks: dict[str, Any] = {}
     for task, label_set, label_fn, fixed in (
@@ -231,11 +273,11 @@ def run_heads_report(
         "hidden_size": info.hidden_size,
         "command": command,
         "config": asdict(config),
-        "prompts": {"train": sum(not p.heldout for p in prompts), "heldout": sum(p.heldout for p in prompts)},
+        "prompts": {"train": data.n_prompts[0], "heldout": data.n_prompts[1]},
         "positions": {"fit": int(fit_rows.sum()), "calibration": int(calib.sum()), "heldout": len(held)},
-        "boundaries": {"shallow": bounds.shallow, "late": bounds.late, "why": why},
+        "boundaries": {"shallow": bounds.shallow, "late": bounds.late, "why": data.why},
         "layers": list(layers),
-        "lens": {"meta": lens.meta},
+        "lens": {"meta": data.lens_meta},
         "tasks": tasks,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
