@@ -64,6 +64,8 @@ class Config:
     """HumanEval prompts on the held-out side."""
     positions: int = 8
     """Positions per prompt."""
+    boundaries: str = ""
+    """SHALLOW,LATE ("" = chosen from the train side's tuned-lens top-1, as `HeadsReportConfig`)."""
     regimes: str = "4.0:0.15,1.0:0.15"
     """Oracle regimes KL_MAX:MARGIN_DELTA, comma-separated (the first is the published one)."""
     hidden: int = 64
@@ -126,6 +128,7 @@ def main() -> None:
         max_positions=cfg.positions,
         lens_training=LensTraining(steps=40),
         head=HeadTraining(hidden=cfg.hidden, steps=cfg.steps, weight_decay=cfg.weight_decay),
+        boundaries=tuple(int(x) for x in cfg.boundaries.split(",")) if cfg.boundaries else None,  # type: ignore[arg-type]
     )
     data = prepare_heads_data(backend, base, out, lens)
     summary = {}
