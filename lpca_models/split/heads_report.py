@@ -218,7 +218,8 @@ def run_heads_report(
     data: HeadsData | None = None,
 ) -> dict[str, Any]:
     """Label, train, calibrate, measure and write the report; returns the JSON document. `data`
-    (from `prepare_heads_data` with the same prompt settings) skips the capture and the lens."""
+    (from `prepare_heads_data` with the same prompt settings) skips the capture and the lens; its
+    boundaries and layers are used, not the config's."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info, n_layers = backend.info, backend.info.n_layers
