@@ -182,7 +182,8 @@ def test_cli_prints_the_whole_table_and_writes_files(tmp_path):
         env={"COLUMNS": "80"},
     )
     assert res.exit_code == 0, res.output
-    line = next(ln for ln in res.output.splitlines() if "SecretRelay" in ln)
+    # the table is on stdout; progress lines ("SecretRelay L0 chance: 0/10") go to stderr
+    line = next(ln for ln in res.stdout.splitlines() if "SecretRelay" in ln)
     assert line.count("%") == 5 and "…" not in res.output  # a narrow pipe does not cut the table
     assert ("yes" in line) or ("no: " in line)
     doc = json.loads((tmp_path / "c.json").read_text())
