@@ -36,10 +36,16 @@ class _Console(Console):
     at import, before a test runner or a shell redirect has replaced stdout.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # rich also takes a width from $COLUMNS at construction; only an explicit width= counts
+        # here, or a module imported while a test or shell had COLUMNS=80 would stay 80 wide
+        self._explicit_width = kwargs.get("width") is not None
+        super().__init__(*args, **kwargs)
+
     @property
     def size(self) -> ConsoleDimensions:
         size = Console.size.fget(self)  # type: ignore[attr-defined]
-        if self._width is None and not self.is_terminal:  # an explicit width= still wins
+        if not self._explicit_width and not self.is_terminal:  # an explicit width= still wins
             return ConsoleDimensions(LOG_WIDTH, size.height)
         return size
 
